@@ -36,3 +36,7 @@ class WriterError(ExpboxError, OSError):
 
 class MissingDependencyError(ExpboxError, ImportError):
     """An optional dependency is needed for the requested feature."""
+
+
+class CorruptMetricsError(ExpboxError, ValueError):
+    """A line of ``metrics.jsonl`` other than the last is not valid JSON."""
