@@ -1,0 +1,300 @@
+"""Load a run's config, normalize it by one storage rule, and snapshot it as YAML.
+
+The rule (``normalize_config``) runs when the config is loaded, before any box
+exists, so a value that cannot be stored fails at ``init`` and names its key:
+
+- ``str``, ``int`` (any size), ``float`` (NaN and infinities too), ``bool`` and
+  ``None`` are kept; subclasses become the plain built-in type.
+- ``pathlib`` paths become their POSIX string; other path-like objects become
+  ``os.fspath(value)``.
+- An aware ``datetime`` becomes an ISO 8601 string with its offset; a naive one
+  an ISO string without offset (it is not converted to any zone). ``date`` and
+  ``time`` become ISO strings.
+- An ``Enum`` member becomes its value, normalized again.
+- A dataclass instance becomes a dict of its fields; any mapping becomes a dict.
+- Tuples and lists become lists; sets and frozensets become sorted lists (mixed
+  types are ordered by type name, then value).
+- NumPy scalars, 0-d arrays and one-element tensors become ``.item()``.
+- Mapping keys: ``str`` is kept and ``int`` is kept as an int (YAML gives it
+  back); any other key (``bool``, ``float``, ``None``, a tuple) is refused.
+- Anything else (functions, multi-element arrays, bytes, arbitrary objects)
+  raises ``TypeError`` naming the key path, e.g. ``config['model']['act']``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+from typing import Any
+
+from expbox.atomic import atomic_write_bytes
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def load_config(
+    config: Mapping[Any, Any] | str | os.PathLike[str] | None,
+) -> tuple[dict[Any, Any], str | None]:
+    """Return the normalized config and its source path as given (or ``None``).
+
+    Args:
+        config: A mapping, a path to a ``.json``, ``.yaml`` or ``.yml`` file, or
+            ``None`` for an empty config. An empty YAML file is an empty config.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The extension is not supported, the file does not parse
+            (the message names the file, line and column), or its top level is
+            not a mapping.
+        TypeError: ``config`` is of another type, or holds a value that cannot
+            be stored (see ``normalize_config``).
+    """
+    if config is None:
+        return {}, None
+    if isinstance(config, Mapping):
+        return normalize_config(config), None
+    if not isinstance(config, (str, os.PathLike)):
+        raise TypeError(
+            "config must be a mapping, a path to a JSON or YAML file, or None; "
+            f"got {type(config).__name__}"
+        )
+
+    source = os.fspath(config)
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ValueError(
+            f"config file {source!r} must end with one of {', '.join(CONFIG_SUFFIXES)}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {source!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {source!r} is not UTF-8 text: {exc}") from None
+
+    data = _parse_json(text, source) if suffix == ".json" else _parse_yaml(text, source)
+    if data is None and suffix != ".json":
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"config file {source!r} must hold a mapping at the top level, "
+            f"got {type(data).__name__}"
+        )
+    return normalize_config(data), source
+
+
+def normalize_config(value: Any, key: str = "config") -> Any:
+    """Return ``value`` in the form expbox stores, by the rule in this module's doc.
+
+    Args:
+        value: A config or any value inside one.
+        key: How to name ``value`` in an error, e.g. ``"config['model']"``.
+
+    Raises:
+        TypeError: A value or a mapping key that cannot be stored; the message
+            names its key path and type.
+        ValueError: A container that contains itself, or a string that cannot
+            be encoded as UTF-8.
+    """
+    return _normalize(value, key, set())
+
+
+def write_config_snapshot(path: Path, config: Mapping[Any, Any]) -> None:
+    """Write ``config`` to ``path`` as YAML, atomically.
+
+    ``config`` should already be normalized (``load_config`` does it); the file
+    reads back equal with ``read_config_snapshot``, NaN and infinities included.
+    """
+    import yaml
+
+    class _NoAliasDumper(yaml.SafeDumper):
+        # Anchors and aliases (&id001) would make a snapshot harder to read and
+        # edit; a config small enough to snapshot can afford repeating a value.
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    text = yaml.dump(
+        config,
+        Dumper=_NoAliasDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+    )
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_config_snapshot(path: Path) -> dict[Any, Any]:
+    """Return the config written by ``write_config_snapshot`` (``{}`` if empty).
+
+    Raises:
+        FileNotFoundError: No snapshot at ``path``.
+        ValueError: The file is not valid YAML or not a mapping; the message
+            names the file.
+    """
+    data = _parse_yaml(Path(path).read_text(encoding="utf-8"), os.fspath(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config snapshot {os.fspath(path)!r} holds a "
+            f"{type(data).__name__}, not a mapping"
+        )
+    return data
+
+
+def _parse_json(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"config file {source!r} is not valid JSON: {exc.msg} "
+            f"(line {exc.lineno}, column {exc.colno})"
+        ) from None
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(
+            f"config file {source!r} is not valid YAML: {problem}{where}"
+        ) from None
+
+
+def _normalize(value: Any, key: str, active: set[int]) -> Any:
+    # The order matters: bool before int, Enum before its mixed-in base type,
+    # datetime before date, and exact built-ins first because they are the
+    # common case.
+    kind = type(value)
+    if value is None or kind in (bool, int, float):
+        return value
+    if kind is str:
+        return _check_utf8(value, key)
+    if isinstance(value, enum.Enum):
+        return _normalize(value.value, key, active)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return _check_utf8(str.__str__(value), key)
+    if isinstance(value, PurePath):
+        return _check_utf8(value.as_posix(), key)
+    if isinstance(value, os.PathLike):
+        return _normalize(os.fspath(value), key, active)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if _is_array_like(value):
+        return _normalize(_item(value, key), key, active)
+
+    if id(value) in active:
+        raise ValueError(f"{key} contains itself; a config must be a tree")
+    active.add(id(value))
+    try:
+        return _normalize_container(value, key, active)
+    finally:
+        active.discard(id(value))
+
+
+def _normalize_container(value: Any, key: str, active: set[int]) -> Any:
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    elif isinstance(value, (list, tuple)):
+        return [_normalize(v, f"{key}[{i}]", active) for i, v in enumerate(value)]
+    elif isinstance(value, (set, frozenset)):
+        element = f"an element of {key}"
+        return _sorted([_normalize(v, element, active) for v in value])
+    else:
+        raise TypeError(
+            f"{key} has type {_type_name(value)}, which a config cannot store; use "
+            "a str, number, bool, None, list or dict (or a path, datetime, Enum "
+            "or dataclass)"
+        )
+
+    result: dict[Any, Any] = {}
+    for k, v in items:
+        stored = _check_key(k, key)
+        if stored in result:
+            raise ValueError(f"{key} has two keys that are both stored as {stored!r}")
+        result[stored] = _normalize(v, f"{key}[{stored!r}]", active)
+    return result
+
+
+def _check_key(k: Any, key: str) -> Any:
+    if type(k) is str:
+        return _check_utf8(k, key)
+    if type(k) is int:
+        return k
+    if isinstance(k, enum.Enum):
+        return _check_key(k.value, key)
+    if isinstance(k, str):
+        return _check_utf8(str.__str__(k), key)
+    if isinstance(k, int) and not isinstance(k, bool):
+        return int.__int__(k)
+    raise TypeError(
+        f"{key} has the key {k!r} of type {_type_name(k)}; config keys must be "
+        "str or int (in YAML, quote keys such as yes, on or 1.5)"
+    )
+
+
+def _check_utf8(text: str, key: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{key} holds a string that is not valid text: {exc}"
+        ) from None
+    return text
+
+
+def _is_array_like(value: Any) -> bool:
+    module = type(value).__module__ or ""
+    return (module == "numpy" or module.startswith(("numpy.", "torch"))) and hasattr(
+        value, "item"
+    )
+
+
+def _item(value: Any, key: str) -> Any:
+    # NumPy scalars and 0-d arrays have ndim == 0; tensors are accepted with
+    # exactly one element, whatever their shape.
+    if type(value).__module__.startswith("torch"):
+        numel = value.numel() if hasattr(value, "numel") else None
+        if numel == 1:
+            return value.item()
+        shape = tuple(getattr(value, "shape", ()))
+    else:
+        if getattr(value, "ndim", 0) == 0:
+            return value.item()
+        shape = tuple(value.shape)
+    raise TypeError(
+        f"{key} has type {_type_name(value)} and shape {shape}; a config stores "
+        "only scalars, convert it with .tolist() if a list is meant"
+    )
+
+
+def _sorted(values: list[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=lambda v: (type(v).__name__, repr(v)))
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    module = kind.__module__
+    return (
+        kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    )
