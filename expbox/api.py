@@ -20,7 +20,6 @@ from .meta import ExperimentMeta, now_iso, read_meta, write_meta
 from .names import check_name
 from .paths import ExpPaths
 from .rank import RankInfo, detect_rank
-from .sysinfo import collect_system_info
 
 _log = logging.getLogger("expbox")
 
@@ -252,6 +251,12 @@ def _results_root(results_root: Union[str, os.PathLike[str], None]) -> Path:
     return Path(results_root)
 
 
+def _system_info() -> dict[str, Any]:
+    from .sysinfo import collect_system_info
+
+    return collect_system_info()
+
+
 def _distributed_info(rank_info: RankInfo) -> dict[str, Any]:
     return {
         "rank": rank_info.rank,
@@ -322,7 +327,7 @@ def _create(
         config_path=config_source,
         logger=logger,
         env_note=env_note,
-        system=collect_system_info(),
+        system=_system_info(),
         distributed=_distributed_info(rank_info),
         heartbeat_interval=options["heartbeat_interval"],
     )
@@ -393,7 +398,7 @@ def _reopen(
         meta.finished_at = None
         meta.error = None
         meta.logger = logger
-        system = collect_system_info()
+        system = _system_info()
         system["first_run"] = {
             k: meta.system.get(k) for k in ("host", "command") if k in meta.system
         }
