@@ -1,0 +1,415 @@
+"""Find the boxes under a results root and summarize each without reading it whole.
+
+Listing reads ``meta.json`` as a plain mapping, so a box whose metadata is corrupt
+is still listed (with status ``corrupt``) instead of breaking the whole listing.
+Last values come from the end of ``logs/metrics.jsonl``: the file is read backwards
+in growing blocks, so the cost does not depend on how long the run was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import math
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from .errors import BoxNotFoundError
+from .names import check_name
+from .paths import META_FILE, ExpPaths
+
+logger = logging.getLogger("expbox")
+
+#: Seconds between heartbeats when ``meta.json`` does not say.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+#: A heartbeat older than this many intervals means the writer is gone.
+STALE_AFTER_INTERVALS = 3
+#: Statuses a listing can show: the four a box records, plus ``stale`` (recorded
+#: ``running``, but its process is gone) and ``corrupt`` (unreadable ``meta.json``).
+SHOWN_STATUSES = ("running", "stale", "finished", "failed", "terminated", "corrupt")
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_FIRST_BLOCK = 8 * 1024
+_MAX_BLOCK = 1024 * 1024
+# A process that started this long after ``meta.json`` was last written cannot be
+# the one that wrote it: its pid was reused (typically after a reboot). The margin
+# absorbs clock adjustments between the two readings.
+_PID_REUSE_MARGIN = 60.0
+
+
+@dataclass
+class BoxInfo:
+    """What a listing knows about one box, from ``meta.json`` and a few ``stat``s.
+
+    ``status`` is the status to show: the recorded one, except ``stale`` for a
+    ``running`` box whose process is gone and ``corrupt`` when ``meta.json`` cannot
+    be read. ``problem`` says why in one sentence for those two.
+    """
+
+    exp_id: str
+    path: Path
+    status: str
+    meta: dict[str, Any] | None
+    problem: str | None = None
+    created: _dt.datetime | None = None
+    finished: _dt.datetime | None = None
+    last_sign_of_life: float | None = None
+
+    @property
+    def paths(self) -> ExpPaths:
+        return ExpPaths(self.path)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A top-level ``meta.json`` value, or ``default`` (always, when corrupt)."""
+        return default if self.meta is None else self.meta.get(key, default)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from creation to the end, to now if running, to the last sign
+        of life if stale; ``None`` when unknown."""
+        if self.created is None:
+            return None
+        if self.finished is not None:
+            end = self.finished.timestamp()
+        elif self.status == "running":
+            end = time.time()
+        elif self.last_sign_of_life is not None:
+            end = self.last_sign_of_life
+        else:
+            return None
+        return max(0.0, end - self.created.timestamp())
+
+    @property
+    def sort_time(self) -> float:
+        if self.created is not None:
+            return self.created.timestamp()
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+
+@dataclass
+class MetricsTail:
+    """The end of a metrics file: the last step and the last value of some keys."""
+
+    last_step: int | None = None
+    last_time: float | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    torn: bool = False
+    exists: bool = True
+
+
+def parse_time(value: Any) -> _dt.datetime | None:
+    """An ISO 8601 timestamp from ``meta.json`` as an aware datetime, else ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        # Python < 3.11 does not read a trailing "Z".
+        parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.astimezone()
+
+
+def restore_value(value: Any) -> Any:
+    """Turn the strings the file uses for NaN and infinities back into floats."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    return value
+
+
+def _pid_alive(pid: int, written_at: float | None) -> bool:
+    """Whether ``pid`` is a live process on this host that may have written the box.
+
+    ``EPERM`` from ``kill(pid, 0)`` means the process exists under another user.
+    On Linux a zombie counts as gone, and so does a process that started after
+    ``meta.json`` was written (a reused pid).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    if not sys.platform.startswith("linux"):
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            return False
+        if written_at is None:
+            return True
+        started_ticks = int(fields[19])
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+        started = boot + started_ticks / os.sysconf("SC_CLK_TCK")
+        return started <= written_at + _PID_REUSE_MARGIN
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+
+
+def _liveness(meta: dict[str, Any], paths: ExpPaths, meta_mtime: float | None):
+    """``(status, problem, last_sign_of_life)`` of a box recorded as running."""
+    system = meta.get("system") if isinstance(meta.get("system"), dict) else {}
+    host = system.get("host")
+    pid = system.get("pid")
+    try:
+        heartbeat: float | None = paths.heartbeat.stat().st_mtime
+    except OSError:
+        heartbeat = None
+    if host == socket.gethostname() and type(pid) is int and pid > 0:
+        if _pid_alive(pid, meta_mtime):
+            return "running", None, heartbeat
+        last = max(heartbeat or 0.0, meta_mtime or 0.0)
+        with contextlib.suppress(OSError):
+            last = max(last, paths.metrics.stat().st_mtime)
+        return "stale", f"process {pid} on this host is gone", last
+    if heartbeat is None:
+        # Another host and no heartbeat: nothing to judge by, so trust the record.
+        return "running", None, None
+    interval = meta.get("heartbeat_interval")
+    if not isinstance(interval, (int, float)) or interval <= 0:
+        interval = DEFAULT_HEARTBEAT_INTERVAL
+    age = time.time() - heartbeat
+    if age > STALE_AFTER_INTERVALS * interval:
+        return "stale", f"no heartbeat for {age:.0f} s (host {host})", heartbeat
+    return "running", None, heartbeat
+
+
+def inspect_box(path: Path) -> BoxInfo:
+    """Read one box's ``meta.json`` and judge whether a running box is alive."""
+    path = Path(path)
+    paths = ExpPaths(path)
+    try:
+        raw = paths.meta.read_bytes()
+        meta_mtime = paths.meta.stat().st_mtime
+        meta = orjson.loads(raw)
+        if not isinstance(meta, dict):
+            raise ValueError("the top level is not a JSON object")
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        logger.debug("unreadable meta.json in %s: %s", path, exc)
+        return BoxInfo(path.name, path, "corrupt", None, f"meta.json: {reason}")
+
+    status = meta.get("status")
+    info = BoxInfo(
+        exp_id=path.name,
+        path=path,
+        status=status if isinstance(status, str) else "corrupt",
+        meta=meta,
+        created=parse_time(meta.get("created_at")),
+        finished=parse_time(meta.get("finished_at")),
+    )
+    if info.status == "corrupt":
+        info.problem = "meta.json has no status"
+    elif status == "running":
+        info.status, info.problem, info.last_sign_of_life = _liveness(
+            meta, paths, meta_mtime
+        )
+    return info
+
+
+def list_boxes(
+    results_root: str | os.PathLike[str],
+    *,
+    project: str | None = None,
+    status: Sequence[str] | str | None = None,
+) -> list[BoxInfo]:
+    """Every box under ``results_root``, newest first.
+
+    A box is a directory holding ``meta.json`` (hidden directories are skipped).
+    ``project`` and ``status`` filter on the shown status (``stale`` and
+    ``corrupt`` included); metrics files are not opened.
+
+    Raises:
+        FileNotFoundError: ``results_root`` is not a directory.
+    """
+    root = Path(results_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results root {str(root)!r} is not a directory")
+    wanted = {status} if isinstance(status, str) else set(status or ())
+    boxes = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir():
+                continue
+            if not os.path.lexists(os.path.join(entry.path, META_FILE)):
+                continue
+            info = inspect_box(Path(entry.path))
+            if project is not None and info.get("project") != project:
+                continue
+            if wanted and info.status not in wanted:
+                continue
+            boxes.append(info)
+    boxes.sort(key=lambda box: (box.sort_time, box.exp_id), reverse=True)
+    return boxes
+
+
+def find_box(results_root: str | os.PathLike[str], exp_id: str) -> BoxInfo:
+    """The box ``exp_id`` under ``results_root``; a unique prefix of an id is enough.
+
+    Raises:
+        ValueError: ``exp_id`` is not one path component (``../x``), or a prefix
+            matches several boxes.
+        BoxNotFoundError: no box has this id.
+        FileNotFoundError: ``results_root`` is not a directory.
+    """
+    check_name(exp_id, "exp_id")
+    root = Path(results_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"results root {str(root)!r} is not a directory")
+    if (root / exp_id).is_dir():
+        return inspect_box(root / exp_id)
+    matches = sorted(
+        name
+        for name in os.listdir(root)
+        if name.startswith(exp_id)
+        and not name.startswith(".")
+        and (root / name / META_FILE).exists()
+    )
+    if len(matches) == 1:
+        return inspect_box(root / matches[0])
+    if matches:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise ValueError(f"exp_id={exp_id!r} matches several boxes: {shown}")
+    raise BoxNotFoundError(f"no box {exp_id!r} under {str(root)!r}")
+
+
+def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
+    """The lines of a file from the last to the first, reading blocks backwards.
+
+    Yields ``(bytes read so far, line)``. The first line is whatever follows the
+    last newline (empty when the file ends with one). A line longer than a block
+    is put together across reads.
+    """
+    pos = size
+    block = _FIRST_BLOCK
+    rest = b""
+    while pos > 0:
+        step = min(block, pos)
+        pos -= step
+        f.seek(pos)
+        lines = (f.read(step) + rest).split(b"\n")
+        rest = lines[0]
+        for line in reversed(lines[1:]):
+            yield size - pos, line
+        block = min(block * 2, _MAX_BLOCK)
+    yield size, rest
+
+
+def read_tail(
+    path: str | os.PathLike[str],
+    keys: Sequence[str] | None = None,
+    *,
+    max_bytes: int = 64 * 1024,
+) -> MetricsTail:
+    """The last step and the last value of ``keys`` in a metrics file.
+
+    The file is read from its end. The last whole record is always found; after it,
+    reading goes on until every key in ``keys`` has a value or ``max_bytes`` have
+    been read, so a key logged rarely may be missing from ``values``. With
+    ``keys=None`` every key met within ``max_bytes`` is returned, those of the last
+    record first. A last line cut short by a crash is skipped and ``torn`` is set;
+    any other line that is not a JSON object is skipped as well.
+
+    Missing files give an empty tail with ``exists=False``.
+    """
+    tail = MetricsTail()
+    wanted = None if keys is None else [k for k in keys if k not in ("step", "time")]
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, generator needs it open
+    except FileNotFoundError:
+        tail.exists = False
+        return tail
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        first = True
+        for done, line in _lines_from_end(f, size):
+            is_last_line, first = first, False
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                if is_last_line:
+                    tail.torn = True
+                else:
+                    logger.debug("skipping a line that is not a record in %s", path)
+                continue
+            if tail.last_step is None:
+                step, when = record.get("step"), record.get("time")
+                tail.last_step = step if type(step) is int else None
+                tail.last_time = when if isinstance(when, (int, float)) else None
+            for key, value in record.items():
+                if key in ("step", "time") or key in tail.values:
+                    continue
+                if wanted is None or key in wanted:
+                    tail.values[key] = restore_value(value)
+            if wanted is not None and len(tail.values) == len(set(wanted)):
+                break
+            if done >= max_bytes:
+                break
+    if wanted is not None:
+        tail.values = {k: tail.values[k] for k in wanted if k in tail.values}
+    return tail
+
+
+def json_value(value: Any) -> Any:
+    """A value made safe for strict JSON: NaN and infinities as the file spells them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def box_summary(box: BoxInfo, tail: MetricsTail | None = None) -> dict[str, Any]:
+    """A flat, JSON-ready summary of one box, for notes and external trackers.
+
+    Final metrics appear as ``final.<key>``; non-finite floats are written as the
+    strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``. Paths are absolute, for
+    links from outside the results root.
+    """
+    if tail is None:
+        tail = read_tail(box.paths.metrics, max_bytes=1024 * 1024)
+    extra = box.get("extra")
+    wandb = extra.get("wandb") if isinstance(extra, dict) else None
+    snapshot = box.paths.config_snapshot
+    duration = box.duration
+    summary: dict[str, Any] = {
+        "id": box.exp_id,
+        "project": box.get("project"),
+        "title": box.get("title"),
+        "purpose": box.get("purpose"),
+        "status": box.status,
+        "created": box.get("created_at"),
+        "finished": box.get("finished_at"),
+        "duration_s": None if duration is None else round(duration, 3),
+        "path": str(box.path.resolve()),
+        "config_path": box.get("config_path"),
+        "config_snapshot": str(snapshot.resolve()) if snapshot.exists() else None,
+        "wandb_url": wandb.get("url") if isinstance(wandb, dict) else None,
+        "final_note": box.get("final_note"),
+        "last_step": tail.last_step,
+    }
+    if box.problem:
+        summary["problem"] = box.problem
+    for key, value in tail.values.items():
+        summary[f"final.{key}"] = json_value(value)
+    return summary

@@ -1,0 +1,441 @@
+"""The ``expbox`` command: list boxes, show one, export its metrics, plot them.
+
+Exit status: 0 on success, 1 for an error the user can fix (one line on stderr,
+``expbox: error: ...``), 2 for a malformed command line, as argparse reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import boxes as _boxes
+from .envvars import RESULTS_ROOT
+from .errors import ExpboxError, MissingDependencyError
+
+_DEFAULT_LS_KEYS = 3
+_TITLE_WIDTH = 32
+
+
+class _UserError(Exception):
+    """A failure explained by its message alone, reported without a traceback."""
+
+
+def _results_root(args: argparse.Namespace) -> Path:
+    given = getattr(args, "results_root", None)
+    return Path(given or os.environ.get(RESULTS_ROOT) or "results")
+
+
+def _split_keys(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise _UserError("--keys needs at least one metric name, e.g. --keys loss,acc")
+    return keys
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _fmt_created(box: _boxes.BoxInfo) -> str:
+    if box.created is None:
+        return "-"
+    return box.created.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _clip(text: Any, width: int) -> str:
+    text = "-" if text in (None, "") else str(text).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_table(header: Sequence[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    for row in [list(header), *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        print("  ".join(cells).rstrip())
+
+
+def _emit_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"expbox: note: {message}", file=sys.stderr)
+
+
+# -- ls ----------------------------------------------------------------------------
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    keys = _split_keys(args.keys)
+    statuses = _split_keys(args.status) if args.status else None
+    for status in statuses or ():
+        if status not in _boxes.SHOWN_STATUSES:
+            choices = ", ".join(_boxes.SHOWN_STATUSES)
+            raise _UserError(f"--status {status!r} is not one of {choices}")
+    found = _boxes.list_boxes(
+        _results_root(args), project=args.project, status=statuses
+    )
+    if args.limit is not None:
+        found = found[: args.limit]
+
+    listing = []
+    for box in found:
+        if keys is None:
+            tail = _boxes.read_tail(box.paths.metrics, max_bytes=0)
+            tail.values = dict(list(tail.values.items())[:_DEFAULT_LS_KEYS])
+        else:
+            tail = _boxes.read_tail(box.paths.metrics, keys)
+        listing.append((box, tail))
+
+    if args.json:
+        print(json.dumps([_ls_entry(box, tail) for box, tail in listing], indent=2))
+        return 0
+    if not listing:
+        print(f"expbox: no boxes under {_results_root(args)}", file=sys.stderr)
+        return 0
+    header = ["ID", "PROJECT", "TITLE", "STATUS", "CREATED", "DURATION", "STEP"]
+    header += keys if keys is not None else ["METRICS"]
+    rows = []
+    for box, tail in listing:
+        row = [
+            box.exp_id,
+            _clip(box.get("project"), 20),
+            _clip(box.get("title"), _TITLE_WIDTH),
+            box.status,
+            _fmt_created(box),
+            _fmt_duration(box.duration),
+            _fmt_value(tail.last_step),
+        ]
+        if keys is not None:
+            row += [_fmt_value(tail.values.get(key)) for key in keys]
+        else:
+            row.append(" ".join(f"{k}={_fmt_value(v)}" for k, v in tail.values.items()))
+        rows.append(row)
+    _print_table(header, rows)
+    return 0
+
+
+def _ls_entry(box: _boxes.BoxInfo, tail: _boxes.MetricsTail) -> dict[str, Any]:
+    duration = box.duration
+    return {
+        "id": box.exp_id,
+        "project": box.get("project"),
+        "title": box.get("title"),
+        "status": box.status,
+        "recorded_status": box.get("status"),
+        "problem": box.problem,
+        "created": box.get("created_at"),
+        "finished": box.get("finished_at"),
+        "duration_s": None if duration is None else round(duration, 3),
+        "last_step": tail.last_step,
+        "last_values": {k: _boxes.json_value(v) for k, v in tail.values.items()},
+        "path": str(box.path),
+    }
+
+
+# -- show ----------------------------------------------------------------------------
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def _fmt_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    box = _boxes.find_box(_results_root(args), args.exp_id)
+    status = box.status + (f" ({box.problem})" if box.problem else "")
+    print(f"box: {box.exp_id}\npath: {box.path.resolve()}\nstatus: {status}")
+    print(f"duration: {_fmt_duration(box.duration)}")
+    for key, value in _flatten(box.meta) if box.meta else ():
+        if key not in ("exp_id", "status"):
+            shown = value if isinstance(value, str) else json.dumps(value)
+            print(f"{key}: {shown}")
+
+    config = box.paths.config_snapshot
+    if config.is_file():
+        print(f"\nconfig ({config.relative_to(box.path).as_posix()}):")
+        for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
+            print(f"  {line}")
+
+    print("\nfiles:")
+    files = sorted(p for p in box.path.rglob("*") if p.is_file())
+    for path in files:
+        rel = path.relative_to(box.path).as_posix()
+        print(f"  {rel}  {_fmt_size(path.stat().st_size)}")
+
+    tail = _boxes.read_tail(box.paths.metrics, max_bytes=1024 * 1024)
+    if tail.exists:
+        print(f"\nlast values (step {_fmt_value(tail.last_step)}):")
+        for key, value in tail.values.items():
+            print(f"  {key}: {_fmt_value(value)}")
+        if tail.torn:
+            print(
+                "expbox: note: the last line of metrics.jsonl is torn", file=sys.stderr
+            )
+    if box.meta is None:
+        raise _UserError(f"box {box.exp_id!r}: {box.problem}; the file is corrupt")
+    return 0
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def _records(box: _boxes.BoxInfo, keys: list[str] | None) -> Iterator[dict[str, Any]]:
+    """Stream the records of ``box``, restricted to ``keys`` (plus step and time)."""
+    from .reader import read_records
+
+    path = box.paths.metrics
+    if not path.is_file():
+        raise _UserError(f"box {box.exp_id!r} has no metrics file ({path})")
+    for record in read_records(path, keys=keys):
+        if keys is not None:
+            wanted = ("step", "time", *keys)
+            record = {k: record[k] for k in wanted if k in record}
+        yield record
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    box = _boxes.find_box(_results_root(args), args.exp_id)
+    keys = _split_keys(args.keys)
+    out = sys.stdout
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.format == "jsonl":
+            for record in _records(box, keys):
+                safe = {k: _boxes.json_value(v) for k, v in record.items()}
+                out.write(orjson.dumps(safe).decode() + "\n")
+        else:
+            # The header is the union of keys in first-seen order, so without
+            # --keys the file is read twice rather than held in memory.
+            if keys is None:
+                columns = list(dict.fromkeys(k for r in _records(box, None) for k in r))
+            else:
+                columns = ["step", "time", *keys]
+            writer = csv.DictWriter(
+                out, columns, extrasaction="ignore", lineterminator="\n"
+            )
+            writer.writeheader()
+            writer.writerows(_records(box, keys))
+    _emit_warnings(caught)
+    return 0
+
+
+# -- plot ----------------------------------------------------------------------------
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    box = _boxes.find_box(_results_root(args), args.exp_id)
+    keys = list(dict.fromkeys(args.keys))
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "plotting needs matplotlib; install it with: pip install matplotlib"
+        ) from exc
+
+    series: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in keys}
+    start = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for record in _records(box, keys):
+            x = record.get(args.x)
+            if not isinstance(x, (int, float)):
+                continue
+            if args.x == "time":
+                start = x if start is None else start
+                x -= start
+            for key in keys:
+                y = record.get(key)
+                if isinstance(y, (int, float)) and not isinstance(y, bool):
+                    series[key][0].append(x)
+                    series[key][1].append(y)
+    empty = [k for k, (xs, _) in series.items() if not xs]
+    if empty:
+        raise _UserError(f"box {box.exp_id!r} has no numeric values for {empty}")
+
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for key, (xs, ys) in series.items():
+        ax.plot(xs, ys, label=key)
+    ax.set_xlabel("step" if args.x == "step" else "time since first record (s)")
+    ax.set_title(_clip(f"{box.exp_id}: {box.get('title') or ''}".rstrip(": "), 80))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if args.output:
+        out = Path(args.output)
+    else:
+        name = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", "+".join(keys)).lstrip(".")[:120]
+        out = box.paths.figures / f"{name or 'metrics'}.png"
+        out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, format="png", dpi=100)
+    _emit_warnings(caught)
+    print(out)
+    return 0
+
+
+# -- summary -------------------------------------------------------------------------
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    box = _boxes.find_box(_results_root(args), args.exp_id)
+    summary = _boxes.box_summary(box)
+    if not args.markdown:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        return 0
+    print(_markdown_note(box, summary), end="")
+    return 0
+
+
+def _markdown_note(box: _boxes.BoxInfo, summary: dict[str, Any]) -> str:
+    """An Obsidian note: YAML front matter with the summary, then a readable body."""
+    import yaml
+
+    front = dict(summary)
+    front["tags"] = ["expbox"] + ([summary["project"]] if summary["project"] else [])
+    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()]
+    lines += ["---", "", f"# {summary['title'] or summary['id']}", ""]
+    if summary["purpose"]:
+        lines += [str(summary["purpose"]), ""]
+    lines += [f"- box: `{summary['id']}` ({summary['status']})", f"- path: {box.path}"]
+    if summary["wandb_url"]:
+        lines.append(f"- W&B: {summary['wandb_url']}")
+    finals = {k[6:]: v for k, v in summary.items() if k.startswith("final.")}
+    if finals:
+        lines += ["", f"## Final metrics (step {summary['last_step']})", ""]
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt_value(v)} |" for k, v in finals.items()]
+    if summary["final_note"]:
+        lines += ["", "## Note", "", str(summary["final_note"])]
+    return "\n".join(lines) + "\n"
+
+
+# -- entry point ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``expbox`` command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--results-root",
+        default=argparse.SUPPRESS,
+        help=f"where the boxes are (default: ${RESULTS_ROOT}, else ./results)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="expbox", description="List and inspect experiment boxes."
+    )
+    parser.add_argument("--results-root", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="print diagnostics on stderr"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ls = sub.add_parser("ls", parents=[common], help="list boxes, newest first")
+    ls.add_argument("--keys", help="comma-separated metrics to show (default: a few)")
+    ls.add_argument("--project", help="only boxes of this project")
+    ls.add_argument(
+        "--status", help=f"only these statuses, comma-separated: {_statuses()}"
+    )
+    ls.add_argument("-n", "--limit", type=int, help="show at most this many boxes")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(func=_cmd_ls)
+
+    show = sub.add_parser("show", parents=[common], help="metadata, config, files")
+    show.add_argument("exp_id", metavar="ID")
+    show.set_defaults(func=_cmd_show)
+
+    metrics = sub.add_parser("metrics", parents=[common], help="records on stdout")
+    metrics.add_argument("exp_id", metavar="ID")
+    metrics.add_argument("--keys", help="comma-separated metrics (default: all)")
+    metrics.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    metrics.set_defaults(func=_cmd_metrics)
+
+    plot = sub.add_parser("plot", parents=[common], help="plot metrics to a PNG")
+    plot.add_argument("exp_id", metavar="ID")
+    plot.add_argument("keys", metavar="KEY", nargs="+")
+    plot.add_argument("-o", "--output", help="PNG path (default: the box's figures/)")
+    plot.add_argument("--x", choices=("step", "time"), default="step")
+    plot.set_defaults(func=_cmd_plot)
+
+    summary = sub.add_parser("summary", parents=[common], help="one box as JSON")
+    summary.add_argument("exp_id", metavar="ID")
+    summary.add_argument(
+        "--markdown", action="store_true", help="an Obsidian note with front matter"
+    )
+    summary.set_defaults(func=_cmd_summary)
+    return parser
+
+
+def _statuses() -> str:
+    return ", ".join(_boxes.SHOWN_STATUSES)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``expbox`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("expbox: debug: %(message)s"))
+        logging.getLogger("expbox").addHandler(handler)
+        logging.getLogger("expbox").setLevel(logging.DEBUG)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:
+        # The reader of our output went away (`expbox metrics X | head`): that is
+        # its choice, not an error. Point stdout at devnull so the final flush at
+        # exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (_UserError, ExpboxError, ValueError, OSError) as exc:
+        logging.getLogger("expbox").debug("command failed", exc_info=True)
+        print(f"expbox: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
