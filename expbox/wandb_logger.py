@@ -1,0 +1,556 @@
+"""Weights & Biases as a sink of the background writer.
+
+``WandbLogger`` is a ``FileLogger`` whose writer thread also hands every record and
+figure to a W&B run after writing it to ``logs/metrics.jsonl``. The box stays complete
+on its own: a W&B failure costs W&B data only, never a local record, and is reported
+once (a warning and ``meta_extra()``) instead of being raised into the training loop.
+
+``wandb`` is imported only when a logger is built, never by ``import expbox``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import netrc
+import os
+import re
+import secrets
+import string
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Optional
+
+from .errors import MissingDependencyError
+from .loggers import FileLogger
+from .paths import ExpPaths
+
+_log = logging.getLogger("expbox")
+
+INSTALL_HINT = 'pip install "expbox[wandb]"'
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+#: Seconds ``wandb.init`` may take before it gives up, unless the caller says.
+DEFAULT_INIT_TIMEOUT = 60.0
+#: Seconds ``run.finish()`` may upload before the rest is left for ``wandb sync``.
+DEFAULT_FINISH_TIMEOUT = 60.0
+
+# Arguments expbox decides itself; each maps to the way to influence it instead.
+_RESERVED = {
+    "project": "the project argument of expbox.init",
+    "config": "the config argument of expbox.init",
+    "dir": "nothing: W&B's files always live in the box under logs/wandb/",
+    "resume": "nothing: a resumed box resumes its W&B run",
+    "reinit": "nothing: every box gets a run of its own",
+}
+_UNSAFE_RUN_ID = re.compile(r"[^A-Za-z0-9_-]")
+_RUN_ID_PREFIX_LENGTH = 48
+_TAG_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def require_wandb() -> ModuleType:
+    """Import and return ``wandb``; call before any box is made.
+
+    Raises:
+        MissingDependencyError: wandb is not installed; the message says how to
+            install it.
+    """
+    try:
+        import wandb
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f'logger="wandb" needs the wandb package, which is not installed: '
+            f"{INSTALL_HINT}"
+        ) from exc
+    return wandb
+
+
+def make_run_id(exp_id: str, tag: Optional[str] = None) -> str:
+    """Return a new W&B run id for the box ``exp_id``.
+
+    W&B ids are safest with letters, digits, ``_`` and ``-``; every other character
+    becomes ``-``. A short random tag follows, because two machines that log to one
+    W&B project can make boxes with the same id in the same minute, and W&B would
+    otherwise merge them into one run. The id is stored in ``meta.extra`` so a
+    resumed box finds its run again.
+    """
+    if tag is None:
+        tag = "".join(secrets.choice(_TAG_ALPHABET) for _ in range(6))
+    safe = _UNSAFE_RUN_ID.sub("-", exp_id)[:_RUN_ID_PREFIX_LENGTH]
+    return f"{safe}-{tag}"
+
+
+def find_credentials(
+    environ: Optional[Mapping[str, str]] = None, base_url: Optional[str] = None
+) -> Optional[str]:
+    """Name where W&B would find credentials for ``base_url``, or return None.
+
+    Looks at ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` and the netrc file
+    (``$NETRC``, else ``~/.netrc`` or ``~/_netrc``). Only the presence of a key is
+    checked: its value is never returned, logged or stored.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("WANDB_API_KEY"):
+        return "WANDB_API_KEY"
+    if env.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return "WANDB_IDENTITY_TOKEN_FILE"
+    url = base_url or env.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    path = _netrc_path(env)
+    if path is None or not host:
+        return None
+    try:
+        entry = netrc.netrc(str(path)).authenticators(host)
+    except (OSError, netrc.NetrcParseError) as exc:
+        _log.debug("netrc file %s not usable: %s", path, type(exc).__name__)
+        return None
+    return "netrc" if entry is not None and bool(entry[2]) else None
+
+
+def _netrc_path(env: Mapping[str, str]) -> Optional[Path]:
+    if env.get("NETRC"):
+        return Path(env["NETRC"]).expanduser()
+    home = env.get("HOME") or os.path.expanduser("~")
+    for name in (".netrc", "_netrc"):
+        candidate = Path(home) / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_interactive() -> bool:
+    """Whether someone can answer a login prompt on this process's terminal."""
+    streams = (sys.stdin, sys.stdout)
+    try:
+        return all(s is not None and s.isatty() for s in streams)
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def choose_mode(
+    options: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    environ: Optional[Mapping[str, str]] = None,
+    interactive: Optional[bool] = None,
+) -> tuple[Optional[str], Optional[str]]:
+    """Return ``(mode, reason)``: the mode expbox forces, and why, or ``(None, None)``.
+
+    A mode the user chose (``wandb_options["mode"]``, ``settings["mode"]``,
+    ``WANDB_MODE``, ``WANDB_DISABLED``) always wins. Otherwise, without credentials
+    and without a terminal, W&B could only fail or wait for a login that never comes,
+    so the run is made offline: it is kept in the box for ``wandb sync``.
+    """
+    env = os.environ if environ is None else environ
+    if options.get("mode") or settings.get("mode"):
+        return None, None
+    if env.get("WANDB_MODE") or env.get("WANDB_DISABLED"):
+        return None, None
+    if find_credentials(env, settings.get("base_url")) is not None:
+        return None, None
+    if interactive is None:
+        interactive = _is_interactive()
+    if interactive:
+        return None, None
+    return "offline", "no W&B credentials were found and there is no terminal to log in"
+
+
+def _plain(value: Any) -> Any:
+    """Turn what W&B's config cannot hold into a string or a plain number.
+
+    The config is normally normalized already; this keeps a stray ``Path``,
+    ``datetime``, ``Enum`` or NumPy scalar from failing ``wandb.init``.
+    """
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    item = getattr(value, "item", None)  # NumPy scalars and 0-d arrays, tensors
+    if callable(item) and getattr(value, "ndim", 0) == 0:
+        try:
+            return _plain(item())
+        except (TypeError, ValueError):
+            pass
+    enum_value = getattr(type(value), "__members__", None) and getattr(
+        value, "value", None
+    )
+    if enum_value is not None:
+        return _plain(enum_value)
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        return isoformat()
+    return str(value)
+
+
+class WandbSink:
+    """Send records and figures to one W&B run, from the writer thread.
+
+    W&B needs steps that never go down, so a record whose step is lower than one
+    already sent is skipped and counted. Consecutive records with the same step are
+    merged into one ``run.log`` call, which is what W&B does with them anyway.
+    The first failure disables the sink and is kept in ``error``.
+    """
+
+    name = "wandb"
+
+    def __init__(self, run: Any, wandb: ModuleType) -> None:
+        self.run = run
+        self.error: Optional[str] = None
+        self.skipped = 0
+        self.closed = False
+        self._wandb = wandb
+        self._last_step = -1
+        self._lock = threading.Lock()
+
+    def on_records(self, records: list[tuple[int, float, dict[str, Any]]]) -> None:
+        if self.error is not None or self.closed:
+            return
+        try:
+            self._send(records)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _send(self, records: list[tuple[int, float, dict[str, Any]]]) -> None:
+        run_log = self.run.log
+        pending: Optional[dict[str, Any]] = None
+        pending_step = self._last_step
+        for step, _time, metrics in records:
+            if step < self._last_step or step < pending_step:
+                self._skip(step)
+                continue
+            if pending is not None and step == pending_step:
+                pending.update(metrics)
+                continue
+            if pending is not None:
+                run_log(pending, step=pending_step)
+                self._last_step = pending_step
+            pending, pending_step = dict(metrics), step
+        if pending is not None:
+            run_log(pending, step=pending_step)
+            self._last_step = pending_step
+
+    def on_figure(self, path: Path, name: str, step: Optional[int]) -> None:
+        if self.error is not None or self.closed:
+            return
+        # A figure without a step belongs to the latest step W&B has seen.
+        step = max(self._last_step, 0 if step is None else step)
+        try:
+            self.run.log({name: self._wandb.Image(str(path))}, step=step)
+            self._last_step = step
+        except Exception as exc:
+            self._fail(exc)
+
+    def close(self) -> None:
+        """Finish the run; safe to call twice, and after a failure."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        if self.error is not None:
+            return
+        try:
+            self.run.finish()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _skip(self, step: int) -> None:
+        self.skipped += 1
+        if self.skipped == 1:
+            warnings.warn(
+                f"W&B needs increasing steps: step {step} comes after step "
+                f"{self._last_step} and is kept in the box only "
+                "(meta.extra['wandb']['skipped'] counts such records)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = f"{type(exc).__name__}: {exc}"
+        _log.debug("W&B sink failed", exc_info=exc)
+        warnings.warn(
+            f"W&B stopped receiving records ({self.error}); the box keeps logging "
+            "locally to logs/metrics.jsonl",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        if isinstance(exc, ConnectionError):
+            # W&B's service process is gone. Tearing its client down now keeps
+            # wandb's own exit hook from failing loudly against a dead socket.
+            try:
+                self._wandb.teardown()
+            except Exception as teardown_exc:
+                _log.debug("wandb.teardown after a failure: %r", teardown_exc)
+
+
+class WandbLogger(FileLogger):
+    """A ``FileLogger`` that also sends every record and figure to a W&B run.
+
+    The local box is written exactly as with ``logger="file"``; the W&B run gets the
+    same records with the same steps, from the writer thread after the local write.
+    W&B's files go to ``logs/wandb/`` inside the box. If ``wandb.init`` fails
+    (network, timeout, bad credentials) the logger still logs locally and says why
+    in a warning and in ``meta_extra()``.
+
+    Args:
+        paths: The box.
+        exp_id: The box id; the run's name, and the start of its id.
+        project: The W&B project.
+        config: The box's config, already normalized to plain types.
+        resume_run_id: The run id of an earlier run of this box, to continue it.
+        wandb_options: More ``wandb.init`` arguments: ``entity``, ``tags``,
+            ``group``, ``mode``, ``notes``, ``name``, ``id``, ``settings`` ...
+            ``project``, ``config``, ``dir``, ``resume`` and ``reinit`` are set
+            by expbox and refused here.
+        **file_logger_kwargs: Passed on to ``FileLogger``.
+
+    Raises:
+        MissingDependencyError: wandb is not installed.
+        TypeError: ``wandb_options`` holds an argument ``wandb.init`` does not take.
+        ValueError: ``wandb_options`` holds an argument expbox sets itself.
+    """
+
+    def __init__(
+        self,
+        paths: ExpPaths,
+        *,
+        exp_id: str,
+        project: str,
+        config: Optional[Mapping[str, Any]] = None,
+        resume_run_id: Optional[str] = None,
+        wandb_options: Optional[Mapping[str, Any]] = None,
+        **file_logger_kwargs: Any,
+    ) -> None:
+        wandb = require_wandb()
+        options = _check_options(wandb, wandb_options)
+        self._box_paths = paths
+        self._project = project
+        self._offline_reason: Optional[str] = None
+        self._init_error: Optional[str] = None
+        self.run: Any = None
+        self._sink: Optional[WandbSink] = None
+
+        self._pid = os.getpid()
+
+        self.run = self._start_run(
+            wandb, exp_id, project, config, resume_run_id, options
+        )
+        sinks = tuple(file_logger_kwargs.pop("sinks", ()))
+        if self.run is not None:
+            self._sink = WandbSink(self.run, wandb)
+            sinks = (*sinks, self._sink)
+        try:
+            super().__init__(paths, exp_id=exp_id, sinks=sinks, **file_logger_kwargs)
+        except BaseException:
+            if self._sink is not None:
+                self._sink.close()
+            raise
+        if self._sink is not None:
+            _track(self)
+
+    def _start_run(
+        self,
+        wandb: ModuleType,
+        exp_id: str,
+        project: str,
+        config: Optional[Mapping[str, Any]],
+        resume_run_id: Optional[str],
+        options: dict[str, Any],
+    ) -> Any:
+        settings = _settings_dict(options.pop("settings", None))
+        mode, reason = choose_mode(options, settings)
+        if mode is not None:
+            options["mode"] = mode
+            self._offline_reason = reason
+            warnings.warn(
+                f"W&B runs offline: {reason}. The run is kept in the box under "
+                "logs/wandb/; upload it later with `wandb sync`, or set WANDB_MODE "
+                "or WANDB_API_KEY to choose",
+                UserWarning,
+                stacklevel=_user_stacklevel(),
+            )
+        if "init_timeout" not in settings and not os.environ.get("WANDB_INIT_TIMEOUT"):
+            settings["init_timeout"] = DEFAULT_INIT_TIMEOUT
+        if "finish_timeout" not in settings and not os.environ.get(
+            "WANDB_FINISH_TIMEOUT"
+        ):
+            settings["finish_timeout"] = DEFAULT_FINISH_TIMEOUT
+        options.setdefault("name", exp_id)
+        options.setdefault("id", resume_run_id or make_run_id(exp_id))
+        try:
+            run = wandb.init(
+                project=project,
+                config=_plain(dict(config or {})),
+                dir=str(self._box_paths.logs),
+                resume="allow",
+                reinit="create_new",
+                settings=settings,
+                **options,
+            )
+        except Exception as exc:
+            self._init_error = f"{type(exc).__name__}: {exc}"
+            _log.debug("wandb.init failed", exc_info=exc)
+            warnings.warn(
+                f"W&B could not start a run ({self._init_error}); the box logs "
+                "locally only",
+                RuntimeWarning,
+                stacklevel=_user_stacklevel(),
+            )
+            return None
+        return run
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Flush and close the box's writer, then finish the W&B run.
+
+        Safe to call twice. Returns the number of records that could not be made
+        durable locally (0 normally); W&B problems only show in ``meta_extra()``.
+        """
+        lost = super().close(timeout=timeout)
+        if self._sink is not None:
+            self._sink.close()
+        return lost
+
+    def _finish_wandb(self, timeout: Optional[float]) -> None:
+        """Send what is pending to W&B and finish the run; the box stays open."""
+        if self._sink is None or self._sink.closed or os.getpid() != self._pid:
+            return
+        self.flush(timeout=timeout)
+        self._sink.close()
+
+    def meta_extra(self) -> dict[str, Any]:
+        """What to record in ``meta.extra``: the writer's notes and ``"wandb"``."""
+        extra = dict(super().meta_extra())
+        extra["wandb"] = self._wandb_info()
+        return extra
+
+    def _wandb_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"project": self._project}
+        run = self.run
+        if run is not None:
+            info["run_id"] = run.id
+            info["mode"] = _mode_of(run)
+            url = getattr(run, "url", None)
+            if url:
+                info["url"] = url
+            run_dir = _run_dir(run)
+            if run_dir is not None:
+                info["dir"] = _relative(run_dir, self._box_paths.root)
+        else:
+            info["run_id"] = None
+            info["mode"] = None
+        if self._offline_reason:
+            info["offline_reason"] = self._offline_reason
+        sink = self._sink
+        if sink is not None and sink.skipped:
+            info["skipped"] = sink.skipped
+        info["error"] = self._init_error or (sink.error if sink is not None else None)
+        return info
+
+
+def _check_options(
+    wandb: ModuleType, wandb_options: Optional[Mapping[str, Any]]
+) -> dict[str, Any]:
+    if wandb_options is None:
+        return {}
+    if not isinstance(wandb_options, Mapping):
+        raise TypeError(
+            f"wandb options must be a dict of wandb.init arguments, got "
+            f"{type(wandb_options).__name__}"
+        )
+    options = dict(wandb_options)
+    for key in options:
+        if key in _RESERVED:
+            raise ValueError(
+                f"wandb option {key!r} is set by expbox; use {_RESERVED[key]}"
+            )
+    import inspect
+
+    accepted = inspect.signature(wandb.init).parameters
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        raise TypeError(
+            f"wandb.init takes no argument {unknown[0]!r}; the wandb options "
+            "are passed to wandb.init (entity, tags, group, mode, settings, ...)"
+        )
+    return options
+
+
+def _settings_dict(settings: Any) -> dict[str, Any]:
+    """The caller's W&B settings as a dict of the fields they set."""
+    if settings is None:
+        return {}
+    if isinstance(settings, Mapping):
+        return dict(settings)
+    # A wandb.Settings (pydantic): keep only what the caller set explicitly.
+    fields_set = getattr(settings, "model_fields_set", None)
+    if fields_set is None:
+        raise TypeError(
+            f"wandb option 'settings' must be a dict or wandb.Settings, got "
+            f"{type(settings).__name__}"
+        )
+    return {name: getattr(settings, name) for name in fields_set}
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside expbox."""
+    frame = sys._getframe(1)
+    level = 1
+    while (
+        frame is not None
+        and frame.f_globals.get("__name__", "").split(".")[0] == "expbox"
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _mode_of(run: Any) -> Optional[str]:
+    settings = getattr(run, "settings", None)
+    mode = getattr(settings, "mode", None)
+    if mode == "dryrun":
+        return "offline"
+    if mode == "run":
+        return "online"
+    return mode
+
+
+def _run_dir(run: Any) -> Optional[Path]:
+    files_dir = getattr(run, "dir", None)
+    return Path(files_dir).parent if files_dir else None
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return Path(os.path.relpath(path, root)).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+# One exit hook for every W&B logger, run before wandb's own teardown so the last
+# records reach the run before W&B closes it. wandb registers its hook when its
+# service starts, so expbox's hook is moved behind it after every wandb.init.
+_live: weakref.WeakSet[WandbLogger] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def _track(logger: WandbLogger) -> None:
+    with _live_lock:
+        _live.add(logger)
+    atexit.unregister(_finish_all_at_exit)
+    atexit.register(_finish_all_at_exit)
+
+
+def _finish_all_at_exit() -> None:
+    from .lifecycle import exit_timeout
+
+    with _live_lock:
+        loggers = list(_live)
+    for logger in loggers:
+        try:
+            logger._finish_wandb(timeout=exit_timeout())
+        except Exception as exc:  # one broken logger must not stop the others
+            _log.debug("finishing a W&B run at exit failed: %r", exc)
