@@ -294,9 +294,10 @@ def find_box(results_root: str | os.PathLike[str], exp_id: str) -> BoxInfo:
 def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
     """The lines of a file from the last to the first, reading blocks backwards.
 
-    Yields ``(bytes read so far, line)``. The first line is whatever follows the
-    last newline (empty when the file ends with one). A line longer than a block
-    is put together across reads.
+    Yields ``(bytes read, line)``, where ``bytes read`` is 0 for every line but
+    the last one a read made available: a caller that stops there stops reading.
+    The first line is whatever follows the last newline (empty when the file ends
+    with one). A line longer than a block is put together across reads.
     """
     pos = size
     block = _FIRST_BLOCK
@@ -307,8 +308,8 @@ def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
         f.seek(pos)
         lines = (f.read(step) + rest).split(b"\n")
         rest = lines[0]
-        for line in reversed(lines[1:]):
-            yield size - pos, line
+        for i in range(len(lines) - 1, 0, -1):
+            yield (size - pos if i == 1 and pos > 0 else 0), lines[i]
         block = min(block * 2, _MAX_BLOCK)
     yield size, rest
 
@@ -365,7 +366,7 @@ def read_tail(
                     tail.values[key] = restore_value(value)
             if wanted is not None and len(tail.values) == len(set(wanted)):
                 break
-            if done >= max_bytes:
+            if done and done >= max_bytes:
                 break
     if wanted is not None:
         tail.values = {k: tail.values[k] for k in wanted if k in tail.values}
