@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .loggers import Logger
 
 _log = logging.getLogger("expbox")
+_NEVER_SAVED = object()
 
 
 class ExpContext:
@@ -56,6 +57,7 @@ class ExpContext:
         self._lock = lock
         self._closed = not writable
         self._explicit_status: str | None = None
+        self._saved_step: object = _NEVER_SAVED
         # Set for a box loaded read-only: ``save`` then writes only ``meta.json``.
         self._read_only_meta: Callable[[], None] | None = None
         # Re-entrant: the SIGTERM handler may run while this thread is saving.
@@ -108,6 +110,7 @@ class ExpContext:
             if self.meta.status == "finished":
                 self.meta.error = None
             self._write_meta()
+            self._saved_step = self.logger.last_step
 
     def close(self) -> None:
         """Finalize as ``finished`` (unless saved otherwise) and stop the logger."""
@@ -139,8 +142,13 @@ class ExpContext:
         timeout: float | None,
         at_exit: bool = False,
         forced: bool = False,
+        by_signal: bool = False,
     ) -> None:
-        """Close the logger, write the final ``meta.json``, release the box."""
+        """Close the logger, write the final ``meta.json``, release the box.
+
+        A signal that ends a process after ``save`` with nothing logged since keeps
+        the saved status: a pool terminating an idle worker did not cut a run short.
+        """
         if self._closed:
             return
         with self._save_lock:
@@ -158,6 +166,9 @@ class ExpContext:
                 self.meta.extra["writer_error"] = str(exc)
             if lost:
                 self.meta.extra["records_not_durable"] = lost
+            nothing_since_save = self.logger.last_step == self._saved_step
+            if by_signal and nothing_since_save:
+                status, error = self.meta.status, self.meta.error
             keep = self._explicit_status
             if not forced and status == "finished" and keep not in (None, "finished"):
                 # The caller saved an explicit outcome; a clean exit keeps it.

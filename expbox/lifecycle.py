@@ -118,11 +118,19 @@ def finalize_all_at_exit() -> None:
     _finalize_all(status, error)
 
 
-def _finalize_all(status: str, error: dict[str, str] | None) -> None:
+def _finalize_all(
+    status: str, error: dict[str, str] | None, *, by_signal: bool = False
+) -> None:
     timeout = exit_timeout()
     for ctx in live_contexts():
         try:
-            ctx._finalize(status=status, error=error, timeout=timeout, at_exit=True)
+            ctx._finalize(
+                status=status,
+                error=error,
+                timeout=timeout,
+                at_exit=True,
+                by_signal=by_signal,
+            )
         except Exception as exc:  # one broken box must not stop the others
             _log.debug("finalizing %s failed: %r", ctx.exp_id, exc)
             import warnings
@@ -142,7 +150,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
         return
     _terminating = True
     _finalize_all(
-        "terminated", {"type": "SIGTERM", "message": f"received signal {signum}"}
+        "terminated",
+        {"type": "SIGTERM", "message": f"received signal {signum}"},
+        by_signal=True,
     )
     previous = _previous_sigterm
     if callable(previous):
