@@ -448,3 +448,48 @@ def test_metrics_into_a_closed_pipe_is_quiet(root: Path) -> None:
 
     assert child.returncode in (0, -signal.SIGPIPE)
     assert b"Traceback" not in err
+
+
+def test_notion_sync_dry_run_prints_pages(root: Path) -> None:
+    """The Notion dry run prints one page per readable box and needs no token."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "notion_sync.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTION_")}
+
+    result = subprocess.run(
+        [sys.executable, str(script), "--dry-run", "--results-root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    pages = {
+        p["id"]: p["properties"]
+        for p in map(json.loads, result.stdout.split("\n")[:-1])
+    }
+
+    assert result.returncode == 0, result.stderr
+    assert set(pages) == {"fin", "failed", "stale", "torn"}
+    assert "skipping corrupt" in result.stderr
+    fin = pages["fin"]
+    assert fin["Name"]["title"][0]["text"]["content"] == "the good one"
+    assert fin["ID"]["rich_text"][0]["text"]["content"] == "fin"
+    assert fin["Status"] == {"select": {"name": "finished"}}
+    assert fin["W&B"] == {"url": "https://wandb.ai/x/y/runs/z"}
+    assert fin["loss"] == {"number": 0.125}
+    assert pages["stale"]["Status"] == {"select": {"name": "stale"}}
+
+
+def test_notion_sync_without_token_is_an_error(root: Path) -> None:
+    """Without a token and without --dry-run the example exits 1 with one line."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "notion_sync.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTION_")}
+
+    result = subprocess.run(
+        [sys.executable, str(script), "--results-root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+    assert result.returncode == 1 and "NOTION_TOKEN" in result.stderr
