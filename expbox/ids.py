@@ -57,8 +57,9 @@ def claim_box(
     - ``"random"``: 8 lowercase letters and digits from ``secrets``; redrawn
       when taken.
     - ``id_generator(project, results_root)``: any safe name; taken names
-      continue with ``-2``, ``-3``, ... like the datetime style. Passing a
-      generator selects this style whatever ``id_style`` says.
+      continue with ``-2``, ``-3``, ... like the datetime style. It is called
+      once, after ``results_root`` exists. Passing a generator selects this
+      style whatever ``id_style`` says.
 
     The counter always joins with ``-`` and sits before the suffix, so
     ``rbc_250124-1530-2_v1`` still ends with ``_v1``. Only the box directory
@@ -104,9 +105,11 @@ def claim_box(
         return exp_id, _claim_explicit(root / exp_id, exist_ok)
 
     if id_generator is not None:
+        # The generator may look at the boxes already there, so the root
+        # exists before it is called.
+        root.mkdir(parents=True, exist_ok=True)
         core = check_name(id_generator(project, root), "id_generator result")
         check_name(head + core + tail, "exp_id")
-        root.mkdir(parents=True, exist_ok=True)
         return _claim_counted(root, head + core, tail)
     if id_style == "datetime":
         core = (now if now is not None else datetime.now()).strftime("%y%m%d-%H%M")

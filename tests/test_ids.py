@@ -241,13 +241,27 @@ def test_unsafe_names_are_refused_before_any_directory(
 
 @pytest.mark.parametrize("bad", BAD_NAMES)
 def test_unsafe_generated_ids_are_refused(tmp_path: Path, bad: str) -> None:
-    """An unsafe id from id_generator raises ValueError and creates nothing."""
+    """An unsafe id from id_generator raises ValueError and claims no box."""
     root = tmp_path / "results"
 
     with pytest.raises(ValueError, match="id_generator"):
         claim_box(root, project="p", id_generator=lambda p, r: bad)
 
-    assert not root.exists()
+    assert list(root.iterdir()) == []
+
+
+def test_generator_can_look_at_a_new_results_root(tmp_path: Path) -> None:
+    """The generator is called once the results root exists, even the first time."""
+
+    def numbered(project: str, root: Path) -> str:
+        return f"{project}_{len(list(root.iterdir())) + 1:02d}"
+
+    root = tmp_path / "new" / "results"
+    got = [
+        claim_box(root, project="mouseA", id_generator=numbered)[0] for _ in range(2)
+    ]
+
+    assert got == ["mouseA_01", "mouseA_02"]
 
 
 def test_explicit_exp_id_is_used_as_given(tmp_path: Path) -> None:
