@@ -373,12 +373,7 @@ class WandbLogger(FileLogger):
                 UserWarning,
                 stacklevel=_user_stacklevel(),
             )
-        if "init_timeout" not in settings and not os.environ.get("WANDB_INIT_TIMEOUT"):
-            settings["init_timeout"] = DEFAULT_INIT_TIMEOUT
-        if "finish_timeout" not in settings and not os.environ.get(
-            "WANDB_FINISH_TIMEOUT"
-        ):
-            settings["finish_timeout"] = DEFAULT_FINISH_TIMEOUT
+        _set_default_timeouts(wandb, settings)
         options.setdefault("name", exp_id)
         options.setdefault("id", resume_run_id or make_run_id(exp_id))
         try:
@@ -410,7 +405,8 @@ class WandbLogger(FileLogger):
         durable locally (0 normally); W&B problems only show in ``meta_extra()``.
         """
         lost = super().close(timeout=timeout)
-        if self._sink is not None:
+        # A forked child must not finish the parent's run.
+        if self._sink is not None and os.getpid() == self._pid:
             self._sink.close()
         return lost
 
@@ -493,6 +489,23 @@ def _settings_dict(settings: Any) -> dict[str, Any]:
             f"{type(settings).__name__}"
         )
     return {name: getattr(settings, name) for name in fields_set}
+
+
+def _set_default_timeouts(wandb: ModuleType, settings: dict[str, Any]) -> None:
+    """Bound ``wandb.init`` and ``run.finish()`` unless the caller already did.
+
+    A timeout set in the settings or through ``WANDB_INIT_TIMEOUT`` /
+    ``WANDB_FINISH_TIMEOUT`` wins; a wandb too old to know a setting is left alone.
+    """
+    known = getattr(wandb.Settings, "model_fields", {})
+    for name, seconds in (
+        ("init_timeout", DEFAULT_INIT_TIMEOUT),
+        ("finish_timeout", DEFAULT_FINISH_TIMEOUT),
+    ):
+        if name in settings or os.environ.get(f"WANDB_{name.upper()}"):
+            continue
+        if name in known:
+            settings[name] = seconds
 
 
 def _user_stacklevel() -> int:

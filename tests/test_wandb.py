@@ -448,3 +448,45 @@ def test_missing_wandb_names_the_install_command(wandb_env: dict[str, str]) -> N
 
     assert result.returncode == 0, result.stderr
     assert 'pip install "expbox[wandb]"' in result.stdout
+
+
+def test_init_with_wandb_records_the_run_and_load_resumes_it(tmp_path: Path) -> None:
+    """xb.init(logger="wandb") stores the run in meta.json; xb.load continues it."""
+    import expbox as xb
+
+    ctx = xb.init(
+        project=PROJECT,
+        title="smoke",
+        config={"lr": 0.1},
+        logger="wandb",
+        results_root=tmp_path,
+        exp_id="e2e",
+        wandb={"tags": ["smoke"]},
+    )
+    for step in range(5):
+        ctx.logger.log_metrics({"loss": float(step)}, step=step)
+    ctx.close()
+    meta = json.loads((tmp_path / "e2e" / "meta.json").read_text(encoding="utf-8"))
+    info = meta["extra"]["wandb"]
+
+    again = xb.load("e2e", results_root=tmp_path, logger="wandb")
+    again.logger.log_metrics({"loss": 9.0})
+    run_id = again.logger.run.id
+    again.close()
+    meta = json.loads((tmp_path / "e2e" / "meta.json").read_text(encoding="utf-8"))
+
+    assert info["mode"] == "offline"
+    assert info["error"] is None
+    assert info["run_id"].startswith("e2e-")
+    assert not Path(info["dir"]).is_absolute()
+    assert run_id == info["run_id"]
+    assert meta["extra"]["wandb"]["run_id"] == info["run_id"]
+    assert meta["extra"]["wandb"]["dir"] != info["dir"]
+    paths = ExpPaths(tmp_path / "e2e")
+    first = read_run_log(paths, info["dir"])
+    (run,) = [r["run"] for r in first if r["type"] == "run"]
+    assert run["tags"] == ["smoke"]
+    assert run["config"]["update"]["lr"] == 0.1
+    assert [step for step, _ in history(first)] == list(range(5))
+    second = read_run_log(paths, meta["extra"]["wandb"]["dir"])
+    assert [step for step, _ in history(second)] == [5]
