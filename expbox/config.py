@@ -15,8 +15,9 @@ exists, so a value that cannot be stored fails at ``init`` and names its key:
 - Tuples and lists become lists; sets and frozensets become sorted lists (mixed
   types are ordered by type name, then value).
 - NumPy scalars, 0-d arrays and one-element tensors become ``.item()``.
-- Mapping keys: ``str`` is kept and ``int`` is kept as an int (YAML gives it
-  back); any other key (``bool``, ``float``, ``None``, a tuple) is refused.
+- Mapping keys: ``str`` is kept and ``int`` (NumPy integers too) is kept as an
+  int, which YAML gives back; an ``Enum`` key becomes its value; any other key
+  (``bool``, ``float``, ``None``, a tuple) is refused.
 - Anything else (functions, multi-element arrays, bytes, arbitrary objects)
   raises ``TypeError`` naming the key path, e.g. ``config['model']['act']``.
 """
@@ -244,6 +245,10 @@ def _check_key(k: Any, key: str) -> Any:
         return _check_utf8(str.__str__(k), key)
     if isinstance(k, int) and not isinstance(k, bool):
         return int.__int__(k)
+    if _is_array_like(k) and getattr(k, "ndim", None) == 0:
+        item = k.item()
+        if type(item) is int:
+            return item
     raise TypeError(
         f"{key} has the key {k!r} of type {_type_name(k)}; config keys must be "
         "str or int (in YAML, quote keys such as yes, on or 1.5)"

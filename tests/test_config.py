@@ -94,6 +94,7 @@ RULES = [
     (torch.tensor(1.0, requires_grad=True), 1.0),
     ({1: "one", "two": 2}, {1: "one", "two": 2}),
     ({Color.RED: 1}, {"red": 1}),
+    ({np.int64(5): "five"}, {5: "five"}),
 ]
 
 
@@ -283,7 +284,9 @@ def test_unstorable_value_in_a_file_names_its_key(tmp_path: Path) -> None:
 TRICKY = {
     "strings": ["yes", "no", "on", "null", "~", "1.0", "0x10", "2025-01-24", ""],
     "more": [" lead", "trail ", "multi\nline", "# not a comment", "key: value"],
-    "unicode": "データ ✓ é",
+    "unicode": "データ ✓ é 😀",
+    "control": ["a\x00b\x07\t", "\u2028\x85\ufeff", "a\r\nb", "a\n", "  "],
+    "yaml11": ["y", "n", "Off", "NULL", "True", "1:20", "012", "0o17", ".inf", "*a"],
     "numbers": [0, -1, 1e-300, 1.7976931348623157e308, 0.1 + 0.2, 2**70, -(2**64)],
     "bools": [True, False, None],
     "empty": {"d": {}, "l": []},
