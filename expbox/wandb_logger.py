@@ -29,6 +29,7 @@ from typing import Any, Optional
 from .errors import MissingDependencyError
 from .loggers import FileLogger
 from .paths import ExpPaths
+from .records import RESERVED
 
 _log = logging.getLogger("expbox")
 
@@ -225,11 +226,15 @@ class WandbSink:
                 continue
             if pending is not None and step == pending_step:
                 pending.update(metrics)
+                pending.pop("step", None)
+                pending.pop("time", None)
                 continue
             if pending is not None:
                 run_log(pending, step=pending_step)
                 self._last_step = pending_step
-            pending, pending_step = dict(metrics), step
+            # W&B keeps its own step and time; expbox's reserved names stay local.
+            pending = {k: v for k, v in metrics.items() if k not in RESERVED}
+            pending_step = step
         if pending is not None:
             run_log(pending, step=pending_step)
             self._last_step = pending_step
