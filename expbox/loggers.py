@@ -1,0 +1,305 @@
+"""The logger front ends: ``FileLogger`` writes a box, ``NullLogger`` does nothing.
+
+Both offer the calls of :class:`Logger`. ``FileLogger.log_metrics`` runs on the
+training thread, so it only snapshots and checks the record and hands it to the
+background writer (:mod:`expbox.writer`); encoding and file I/O happen there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Optional, Protocol, Union, runtime_checkable
+
+from .names import check_name
+from .paths import ExpPaths
+from .records import FAST_TYPES, STR_KEYS, check_step, snapshot_record
+from .writer import DEFAULT_MAX_PENDING, MetricsWriter
+
+__all__ = ["FileLogger", "Logger", "MetricsSink", "NullLogger"]
+
+_time = time.time
+
+
+@runtime_checkable
+class MetricsSink(Protocol):
+    """Receives what the writer thread wrote, on that thread, after the local write.
+
+    ``on_records`` gets ``(step, time, metrics)`` tuples with NaN and infinities as
+    floats. A sink that raises is warned about once, listed in
+    ``meta_extra()["sink_errors"]`` and not called again; the local file is never
+    affected.
+    """
+
+    name: str
+
+    def on_records(self, records: list[tuple[int, float, dict[str, Any]]]) -> None:
+        """Take a batch of records, in the order they were logged."""
+
+    def on_figure(self, path: Path, name: str, step: Optional[int]) -> None:
+        """Take a figure saved as ``path``, in order with the records."""
+
+    def close(self) -> None:
+        """Release resources; called once, on the writer thread."""
+
+
+@runtime_checkable
+class Logger(Protocol):
+    """The calls every logger backend offers."""
+
+    def log_metrics(
+        self,
+        metrics: Optional[Mapping[str, Any]] = None,
+        step: Optional[int] = None,
+        **metrics_kw: Any,
+    ) -> None:
+        """Log one record."""
+
+    def log_figure(self, fig: Any, name: str, step: Optional[int] = None) -> Any:
+        """Save a figure as ``figures/<name>.png``."""
+
+    def log_artifact(self, path: Union[str, os.PathLike[str]], name: Any = None) -> Any:
+        """Copy a file into ``artifacts/``."""
+
+    def flush(self, timeout: Optional[float] = None) -> Any:
+        """Make everything logged so far durable."""
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Flush and stop; safe to call twice."""
+
+    @property
+    def last_step(self) -> Optional[int]:
+        """The step of the last record logged, or None."""
+
+    def meta_extra(self) -> dict[str, Any]:
+        """What the logger wants recorded in ``meta.extra``."""
+
+
+class NullLogger:
+    """A logger that does nothing, at the cost of an empty call.
+
+    Used for ``logger="none"`` and on ranks other than 0: it creates no file and no
+    thread, and every call is safe any number of times.
+    """
+
+    last_step: Optional[int] = None
+
+    def log_metrics(self, metrics=None, step=None, **metrics_kw):  # type: ignore[no-untyped-def]
+        pass
+
+    def log_figure(self, fig: Any, name: str, step: Optional[int] = None) -> None:
+        return None
+
+    def log_artifact(self, path: Any, name: Any = None) -> None:
+        return None
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        return True
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        return 0
+
+    def meta_extra(self) -> dict[str, Any]:
+        return {}
+
+
+class FileLogger:
+    """Log records to ``logs/metrics.jsonl`` of a box from a background thread.
+
+    Args:
+        paths: The box layout; ``logs/`` is created if missing.
+        exp_id: Names the writer thread ``expbox-writer:<exp_id>``.
+        fsync_interval: Seconds between fsyncs; 0 fsyncs every batch; None reads
+            ``EXPBOX_FSYNC_INTERVAL`` (default 2.0).
+        max_pending: Records held in memory before ``log_metrics`` waits for the
+            writer (default 65,536, at most about 30 MiB for small records).
+        start_step: The step of the first record logged without ``step=``.
+        heartbeat_interval: Seconds between touches of ``logs/heartbeat``.
+        sinks: :class:`MetricsSink` objects fed from the writer thread.
+        on_full: ``"block"`` (default: wait, lose nothing) or ``"drop"`` (drop the
+            newest record and count it in ``meta_extra()["dropped_records"]``).
+    """
+
+    def __init__(
+        self,
+        paths: ExpPaths,
+        *,
+        exp_id: str,
+        fsync_interval: Optional[float] = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        start_step: int = 0,
+        heartbeat_interval: float = 10.0,
+        sinks: Any = (),
+        on_full: str = "block",
+    ) -> None:
+        self.paths = paths
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        self._next_step = check_step(start_step)
+        self._last_step: Optional[int] = None
+        self._writer = MetricsWriter(
+            paths.metrics,
+            exp_id=exp_id,
+            heartbeat_path=paths.heartbeat,
+            fsync_interval=fsync_interval,
+            max_pending=max_pending,
+            on_full=on_full,
+            heartbeat_interval=heartbeat_interval,
+            sinks=sinks,
+        )
+
+    def log_metrics(
+        self,
+        metrics: Optional[Mapping[str, Any]] = None,
+        step: Optional[int] = None,
+        **metrics_kw: Any,
+    ) -> None:
+        """Snapshot one record and hand it to the writer; returns at once.
+
+        ``log_metrics({"loss": 0.1}, step=3)`` and ``log_metrics(step=3, loss=0.1)``
+        are the same. Without ``step`` the record gets one more than the last step.
+        The values are copied now: changing the dict, array or tensor later does not
+        change what is logged.
+
+        Raises:
+            TypeError: a name is not a string or a value cannot be logged (the
+                message names it); nothing of the record is logged.
+            ValueError: a metric is named ``step`` or ``time``.
+            WriterError: the writer failed since the last call; this record is not
+                logged, the earlier ones are kept and retried.
+        """
+        writer = self._writer
+        if writer.error is not None and writer.check_error():
+            return
+        if metrics is None:
+            metrics = metrics_kw
+        elif metrics_kw:
+            metrics = {**metrics, **metrics_kw}
+        try:
+            record = {"step": None, "time": _time(), **metrics}
+        except TypeError:
+            snapshot_record(metrics, 0.0)  # raises the explanation
+            raise
+        # A reserved name in metrics would overwrite step or time: the size shows it.
+        if (
+            len(record) != len(metrics) + 2
+            or not STR_KEYS.issuperset(map(type, record))
+            or not FAST_TYPES.issuperset(map(type, record.values()))
+        ):
+            record = snapshot_record(metrics, record["time"])
+        if step is not None and type(step) is not int:
+            step = check_step(step)
+
+        lock = writer.lock
+        lock.acquire()
+        if step is None:
+            step = self._next_step
+        self._next_step = step + 1
+        self._last_step = record["step"] = step
+        pending = writer.pending
+        pending.append(record)
+        lock.release()
+
+        if len(pending) >= writer.wake_at:
+            writer.backlog()
+
+    def log_figure(self, fig: Any, name: str, step: Optional[int] = None) -> Path:
+        """Save ``fig`` as ``figures/<name>.png`` and pass it to the sinks in order.
+
+        ``fig`` is anything with a matplotlib-style ``savefig``. The file is written
+        to a temporary name and renamed, so a reader never sees half a PNG.
+
+        Raises:
+            ValueError: ``name`` is not a safe file name.
+            TypeError: ``fig`` has no ``savefig``.
+        """
+        check_name(name, "name")
+        savefig = getattr(fig, "savefig", None)
+        if savefig is None:
+            raise TypeError(
+                f"fig must have a savefig method (a matplotlib Figure), got "
+                f"{type(fig).__name__}"
+            )
+        writer = self._writer
+        if writer.error is not None and writer.check_error():
+            return self.paths.figures / f"{name}.png"
+        if step is not None:
+            step = check_step(step)
+        self.paths.figures.mkdir(parents=True, exist_ok=True)
+        target = self.paths.figures / f"{name}.png"
+        temp = self.paths.figures / f".{name}.png.{os.getpid()}.tmp"
+        try:
+            savefig(temp, format="png")
+            os.replace(temp, target)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        writer.enqueue_control("figure", (target, name, step))
+        return target
+
+    def log_artifact(
+        self, path: Union[str, os.PathLike[str]], name: Optional[str] = None
+    ) -> Path:
+        """Copy the file ``path`` into ``artifacts/`` (as ``name`` if given).
+
+        Raises:
+            FileNotFoundError: ``path`` is not an existing file.
+            ValueError: the name is not a safe file name.
+        """
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"log_artifact: {str(source)!r} is not an existing file"
+            )
+        name = check_name(source.name if name is None else name, "name")
+        self.paths.artifacts.mkdir(parents=True, exist_ok=True)
+        target = self.paths.artifacts / name
+        temp = self.paths.artifacts / f".{name}.{os.getpid()}.tmp"
+        try:
+            shutil.copy2(source, temp)
+            os.replace(temp, target)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        return target
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Return once every record logged before the call is written and fsynced.
+
+        Returns:
+            False if ``timeout`` seconds passed first.
+
+        Raises:
+            WriterError: writing or fsyncing failed (the OS error and the file are
+                named); unwritten records are kept and retried.
+        """
+        return self._writer.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> int:
+        """Flush, stop the writer thread and close the sinks; safe to call twice.
+
+        Returns:
+            How many records may not be durable: 0 normally; more, with a warning,
+            if the writer did not finish within ``timeout`` seconds.
+
+        Raises:
+            WriterError: the last records could not be written.
+        """
+        return self._writer.close(timeout)
+
+    @property
+    def last_step(self) -> Optional[int]:
+        """The step of the last record logged, or None before the first."""
+        return self._last_step
+
+    def meta_extra(self) -> dict[str, Any]:
+        """Dropped records and sink failures, for ``meta.extra``."""
+        extra: dict[str, Any] = {}
+        writer = self._writer
+        if writer.drop_when_full:
+            extra["dropped_records"] = writer.dropped
+        if writer.sink_errors:
+            extra["sink_errors"] = list(writer.sink_errors)
+        return extra
