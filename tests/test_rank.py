@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 
 from expbox.rank import RankInfo, detect_rank
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # What each launcher family exports to one process, alone: (environment, expected
 # rank, world size, local rank, launcher).
@@ -289,7 +293,7 @@ def test_environment_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def _run_child(code: str) -> str:
-    env = {"PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
@@ -353,3 +357,69 @@ def test_launcher_variable_beats_torch_distributed() -> None:
     )
 
     assert out == "torchrun"
+
+
+# -- what init does with the detected rank ------------------------------------------
+
+
+def _init_in_child(tmp_path: Path, environ: dict[str, str]) -> dict[str, object]:
+    """Run xb.init in a child with only ``environ`` set; report what it saw and made."""
+    code = f"""
+        import json, threading, warnings
+        warnings.simplefilter("ignore")
+        import expbox as xb
+        before = threading.active_count()
+        ctx = xb.init(project="p", results_root={str(tmp_path)!r}, logger="file")
+        ctx.logger.log_metrics({{"x": 1.0}}, step=0)
+        xb.save(ctx)
+        print(json.dumps({{
+            "rank": ctx.rank,
+            "is_main": ctx.is_main,
+            "exp_id": ctx.exp_id,
+            "new_threads": threading.active_count() - before,
+        }}))
+    """
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), **environ}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_init_on_rank_one_makes_nothing(tmp_path: Path) -> None:
+    """xb.init on rank 1 creates no directory, starts no thread, keeps the shared id."""
+    seen = _init_in_child(tmp_path, {"RANK": "1", "EXPBOX_EXP_ID": "shared"})
+
+    assert seen == {"rank": 1, "is_main": False, "exp_id": "shared", "new_threads": 0}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_on_rank_zero_makes_one_box(tmp_path: Path) -> None:
+    """xb.init on rank 0 of the same job makes the shared box and its writer."""
+    seen = _init_in_child(tmp_path, {"RANK": "0", "EXPBOX_EXP_ID": "shared"})
+
+    assert seen["is_main"] is True
+    assert [p.name for p in tmp_path.iterdir()] == ["shared"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ExpContext.is_main is computed from rank alone and reads an unknown rank "
+    "as main; it should come from RankInfo.is_main",
+)
+def test_init_with_only_a_local_rank_on_several_nodes_is_not_main(
+    tmp_path: Path,
+) -> None:
+    """A local rank 0 of a two-node job without a global rank writes no box."""
+    environ = {"LOCAL_RANK": "0", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}
+
+    seen = _init_in_child(tmp_path, environ)
+
+    assert list(tmp_path.iterdir()) == []
+    assert seen["new_threads"] == 0
+    assert seen["is_main"] is False
