@@ -21,6 +21,7 @@ import sys
 import threading
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -39,6 +40,10 @@ DEFAULT_BASE_URL = "https://api.wandb.ai"
 DEFAULT_INIT_TIMEOUT = 60.0
 #: Seconds ``run.finish()`` may upload before the rest is left for ``wandb sync``.
 DEFAULT_FINISH_TIMEOUT = 60.0
+#: Records W&B may fall behind before more are kept in the box only.
+DEFAULT_CAPACITY = 100_000
+#: Seconds ``close`` waits for W&B to take what is queued.
+DEFAULT_DRAIN_TIMEOUT = 60.0
 
 # Arguments expbox decides itself; each maps to the way to influence it instead.
 _RESERVED = {
@@ -189,32 +194,106 @@ def _plain(value: Any) -> Any:
 
 
 class WandbSink:
-    """Send records and figures to one W&B run, from the writer thread.
+    """Send records and figures to one W&B run, on a thread of its own.
+
+    The writer thread only hands batches over; ``expbox-wandb:<exp_id>`` calls
+    ``run.log``, which costs hundreds of microseconds a row, so a slow W&B never
+    delays the local file, its fsyncs or the heartbeat. When W&B falls more than
+    ``capacity`` records behind, further batches are kept in the box only and
+    counted in ``dropped``: the box is the complete record, W&B a view of it.
 
     W&B needs steps that never go down, so a record whose step is lower than one
     already sent is skipped and counted. Consecutive records with the same step are
     merged into one ``run.log`` call, which is what W&B does with them anyway.
-    The first failure disables the sink and is kept in ``error``.
+    The first failure stops the sink and is kept in ``error``.
     """
 
     name = "wandb"
 
-    def __init__(self, run: Any, wandb: ModuleType) -> None:
+    def __init__(
+        self,
+        run: Any,
+        wandb: ModuleType,
+        *,
+        exp_id: str = "",
+        capacity: int = DEFAULT_CAPACITY,
+    ) -> None:
         self.run = run
         self.error: Optional[str] = None
         self.skipped = 0
+        self.dropped = 0
         self.closed = False
         self._wandb = wandb
+        self._exp_id = exp_id
+        self._capacity = capacity
         self._last_step = -1
-        self._lock = threading.Lock()
+        self._items: deque[tuple[str, Any, int]] = deque()
+        self._queued = 0
+        self._busy = False
+        self._stopping = False
+        self._cv = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
 
     def on_records(self, records: list[tuple[int, float, dict[str, Any]]]) -> None:
-        if self.error is not None or self.closed:
-            return
-        try:
-            self._send(records)
-        except Exception as exc:
-            self._fail(exc)
+        if records:
+            self._put("records", list(records), len(records))
+
+    def on_figure(self, path: Path, name: str, step: Optional[int]) -> None:
+        self._put("figure", (path, name, step), 1)
+
+    def _put(self, kind: str, payload: Any, size: int) -> None:
+        with self._cv:
+            if self.error is not None or self._stopping:
+                return
+            if self._queued + size > self._capacity:
+                self.dropped += size
+                first_drop = self.dropped == size
+            else:
+                first_drop = False
+                self._items.append((kind, payload, size))
+                self._queued += size
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run,
+                        name=f"expbox-wandb:{self._exp_id}",
+                        daemon=True,
+                    )
+                    self._thread.start()
+                self._cv.notify()
+        if first_drop:
+            warnings.warn(
+                f"W&B is more than {self._capacity} records behind; records are "
+                "kept in the box only until it catches up "
+                "(meta.extra['wandb']['dropped'] counts them)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._items and not self._stopping:
+                    self._cv.wait()
+                if not self._items:
+                    return
+                kind, payload, size = self._items.popleft()
+                self._busy = True
+            try:
+                if kind == "records":
+                    self._send(payload)
+                else:
+                    self._send_figure(*payload)
+            except Exception as exc:
+                self._fail(exc)
+            with self._cv:
+                self._queued -= size
+                self._busy = False
+                if self.error is not None:
+                    self._items.clear()
+                    self._queued = 0
+                self._cv.notify_all()
+                if self.error is not None:
+                    return
 
     def _send(self, records: list[tuple[int, float, dict[str, Any]]]) -> None:
         run_log = self.run.log
@@ -239,23 +318,42 @@ class WandbSink:
             run_log(pending, step=pending_step)
             self._last_step = pending_step
 
-    def on_figure(self, path: Path, name: str, step: Optional[int]) -> None:
-        if self.error is not None or self.closed:
-            return
+    def _send_figure(self, path: Path, name: str, step: Optional[int]) -> None:
         # A figure without a step belongs to the latest step W&B has seen.
         step = max(self._last_step, 0 if step is None else step)
-        try:
-            self.run.log({name: self._wandb.Image(str(path))}, step=step)
-            self._last_step = step
-        except Exception as exc:
-            self._fail(exc)
+        self.run.log({name: self._wandb.Image(str(path))}, step=step)
+        self._last_step = step
 
-    def close(self) -> None:
-        """Finish the run; safe to call twice, and after a failure."""
-        with self._lock:
+    def drain(self, timeout: Optional[float] = None) -> bool:
+        """Wait until W&B has every record handed over so far; False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(
+                lambda: (not self._items and not self._busy) or self.error is not None,
+                timeout,
+            )
+
+    def close(self, timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Send what is queued, then finish the run; safe to call twice.
+
+        Waits at most ``timeout`` seconds for the queue; what W&B has not taken by
+        then stays in the box only, and the run is left to wandb's own exit hook.
+        """
+        with self._cv:
             if self.closed:
                 return
             self.closed = True
+            self._stopping = True
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                with self._cv:
+                    behind = self._queued
+                self.error = self.error or (
+                    f"W&B had not taken {behind} records after {timeout} s at close"
+                )
+                return
         if self.error is not None:
             return
         try:
@@ -346,7 +444,7 @@ class WandbLogger(FileLogger):
         )
         sinks = tuple(file_logger_kwargs.pop("sinks", ()))
         if self.run is not None:
-            self._sink = WandbSink(self.run, wandb)
+            self._sink = WandbSink(self.run, wandb, exp_id=exp_id)
             sinks = (*sinks, self._sink)
         try:
             super().__init__(paths, exp_id=exp_id, sinks=sinks, **file_logger_kwargs)
@@ -412,7 +510,7 @@ class WandbLogger(FileLogger):
         lost = super().close(timeout=timeout)
         # A forked child must not finish the parent's run.
         if self._sink is not None and os.getpid() == self._pid:
-            self._sink.close()
+            self._sink.close(_drain_timeout(timeout))
         return lost
 
     def _finish_wandb(self, timeout: Optional[float]) -> None:
@@ -420,7 +518,7 @@ class WandbLogger(FileLogger):
         if self._sink is None or self._sink.closed or os.getpid() != self._pid:
             return
         self.flush(timeout=timeout)
-        self._sink.close()
+        self._sink.close(_drain_timeout(timeout))
 
     def meta_extra(self) -> dict[str, Any]:
         """What to record in ``meta.extra``: the writer's notes and ``"wandb"``."""
@@ -448,8 +546,14 @@ class WandbLogger(FileLogger):
         sink = self._sink
         if sink is not None and sink.skipped:
             info["skipped"] = sink.skipped
+        if sink is not None and sink.dropped:
+            info["dropped"] = sink.dropped
         info["error"] = self._init_error or (sink.error if sink is not None else None)
         return info
+
+
+def _drain_timeout(timeout: Optional[float]) -> float:
+    return DEFAULT_DRAIN_TIMEOUT if timeout is None else timeout
 
 
 def _check_options(

@@ -161,16 +161,15 @@ def test_same_steps_merge_and_lower_steps_stay_local(tmp_path: Path) -> None:
     paths = make_box(tmp_path)
     logger = WandbLogger(paths, exp_id="250124-1530", project=PROJECT, config={})
 
-    logger.log_metrics({"a": 1}, step=0)
-    logger.log_metrics({"b": 2}, step=0)
-    logger.log_metrics({"a": 3}, step=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        logger.log_metrics({"a": 1}, step=0)
+        logger.log_metrics({"b": 2}, step=0)
+        logger.log_metrics({"a": 3}, step=5)
         logger.log_metrics({"a": 4}, step=3)
         logger.log_metrics({"a": 5}, step=2)
-        logger.flush()
-    logger.log_metrics({"a": 6}, step=6)
-    logger.close()
+        logger.log_metrics({"a": 6}, step=6)
+        logger.close()
 
     assert [r["step"] for r in read_local(paths)] == [0, 0, 5, 3, 2, 6]
     rows = history(read_run_log(paths))
@@ -490,3 +489,23 @@ def test_init_with_wandb_records_the_run_and_load_resumes_it(tmp_path: Path) -> 
     assert [step for step, _ in history(first)] == list(range(5))
     second = read_run_log(paths, meta["extra"]["wandb"]["dir"])
     assert [step for step, _ in history(second)] == [5]
+
+
+def test_records_beyond_the_w_and_b_backlog_stay_in_the_box(tmp_path: Path) -> None:
+    """A batch arriving while W&B is a full backlog behind is counted, not queued."""
+    from expbox.wandb_logger import WandbSink
+
+    run = wandb.init(project=PROJECT, dir=str(tmp_path), reinit="create_new")
+    sink = WandbSink(run, wandb, exp_id="backlog", capacity=500)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # W&B takes far longer than this call to log 500 rows, so the backlog
+        # is still full when the next batch arrives.
+        sink.on_records([(i, 0.0, {"x": i}) for i in range(500)])
+        sink.on_records([(500, 0.0, {"x": 500}), (501, 0.0, {"x": 501})])
+        sink.close()
+
+    assert sink.dropped == 2
+    assert sink.error is None
+    assert len([w for w in caught if "records behind" in str(w.message)]) == 1
