@@ -192,25 +192,34 @@ def _liveness(meta: dict[str, Any], paths: ExpPaths, meta_mtime: float | None):
     return "running", None, heartbeat
 
 
-def inspect_box(path: Path) -> BoxInfo:
+def inspect_box(path: str | os.PathLike[str]) -> BoxInfo:
     """Read one box's ``meta.json`` and judge whether a running box is alive."""
-    path = Path(path)
-    paths = ExpPaths(path)
+    info = _inspect(os.fspath(path), missing_ok=False)
+    assert info is not None
+    return info
+
+
+def _inspect(path: str, missing_ok: bool) -> BoxInfo | None:
+    """``inspect_box`` on a plain string path; ``None`` if ``missing_ok`` and the
+    directory has no ``meta.json`` (it is not a box)."""
+    box = Path(path)
     try:
-        raw = paths.meta.read_bytes()
-        meta_mtime = paths.meta.stat().st_mtime
-        meta = orjson.loads(raw)
+        with open(os.path.join(path, META_FILE), "rb") as f:
+            meta_mtime = os.fstat(f.fileno()).st_mtime
+            meta = orjson.loads(f.read())
         if not isinstance(meta, dict):
             raise ValueError("the top level is not a JSON object")
     except (OSError, ValueError) as exc:
+        if missing_ok and isinstance(exc, FileNotFoundError):
+            return None
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         logger.debug("unreadable meta.json in %s: %s", path, exc)
-        return BoxInfo(path.name, path, "corrupt", None, f"meta.json: {reason}")
+        return BoxInfo(box.name, box, "corrupt", None, f"meta.json: {reason}")
 
     status = meta.get("status")
     info = BoxInfo(
-        exp_id=path.name,
-        path=path,
+        exp_id=box.name,
+        path=box,
         status=status if isinstance(status, str) else "corrupt",
         meta=meta,
         created=parse_time(meta.get("created_at")),
@@ -220,7 +229,7 @@ def inspect_box(path: Path) -> BoxInfo:
         info.problem = "meta.json has no status"
     elif status == "running":
         info.status, info.problem, info.last_sign_of_life = _liveness(
-            meta, paths, meta_mtime
+            meta, ExpPaths(box), meta_mtime
         )
     return info
 
@@ -249,9 +258,9 @@ def list_boxes(
         for entry in entries:
             if entry.name.startswith(".") or not entry.is_dir():
                 continue
-            if not os.path.lexists(os.path.join(entry.path, META_FILE)):
+            info = _inspect(entry.path, missing_ok=True)
+            if info is None:
                 continue
-            info = inspect_box(Path(entry.path))
             if project is not None and info.get("project") != project:
                 continue
             if wanted and info.status not in wanted:

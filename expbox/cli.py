@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -286,7 +287,8 @@ def _cmd_plot(args: argparse.Namespace) -> int:
                 x -= start
             for key in keys:
                 y = record.get(key)
-                if isinstance(y, (int, float)) and not isinstance(y, bool):
+                number = isinstance(y, (int, float)) and not isinstance(y, bool)
+                if number and math.isfinite(y):
                     series[key][0].append(x)
                     series[key][1].append(y)
     empty = [k for k, (xs, _) in series.items() if not xs]

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,64 +75,102 @@ def run_child(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-RECORDS = [
-    {"step": 0, "time": 100.0, "loss": 1.0},
-    {"step": 1, "time": 101.0, "loss": 0.5, "acc": 0.25, "note": 'a, "b"'},
-    {"step": 2, "time": 102.5, "loss": "NaN", "acc": "Infinity", "flag": True},
-    {"step": 3, "time": 103.0, "loss": "-Infinity", "acc": None, "n": 7},
-    {"step": 4, "time": 104.0, "loss": 0.125, "acc": 0.75},
+RECORDS: list[dict[str, Any]] = [
+    {"loss": 1.0},
+    {"loss": 0.5, "acc": 0.25, "note": 'a, "b"'},
+    {"loss": math.nan, "acc": math.inf, "flag": True},
+    {"loss": -math.inf, "acc": None, "n": 7},
+    {"loss": 0.125, "acc": 0.75},
 ]
 
+# One box made through the public API by a real process; how the process ends is
+# chosen by its exp_id.
+CHILD = """
+import json, os, sys, time
+import expbox as xb
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """A results root holding finished, failed, stale, corrupt and torn boxes."""
-    root = tmp_path / "results"
-    fin = make_box(
-        root,
-        "fin",
-        records=RECORDS,
-        title="the good one",
-        created_at="2026-01-05T10:00:00+00:00",
-        finished_at="2026-01-05T10:30:00+00:00",
-        extra={"wandb": {"url": "https://wandb.ai/x/y/runs/z"}},
-    )
-    (fin / "artifacts" / "config.yaml").write_text("lr: 0.001\nlayers: [64, 64]\n")
-    make_box(
-        root,
-        "failed",
-        status="failed",
-        project="other",
-        created_at="2026-01-04T10:00:00+00:00",
-        error={"type": "RuntimeError", "message": "boom"},
-        records=[{"step": 0, "time": 1.0, "loss": 2.0}],
+root, exp_id = sys.argv[1], sys.argv[2]
+records = json.loads(sys.argv[3])
+ctx = xb.init(project="other" if exp_id == "failed" else "demo",
+              title="the good one" if exp_id == "fin" else exp_id,
+              purpose="check the listing", config={"lr": 0.001, "layers": [64, 64]},
+              results_root=root, exp_id=exp_id, heartbeat_interval=1.0)
+for step, record in enumerate(records):
+    ctx.logger.log_metrics({k: float(v) if v in ("nan", "inf", "-inf") else v
+                            for k, v in record.items()}, step=step)
+if exp_id == "fin":
+    ctx.meta.extra["wandb"] = {"url": "https://wandb.ai/x/y/runs/z"}
+    xb.save(ctx)
+elif exp_id == "failed":
+    raise RuntimeError("boom")
+elif exp_id in ("live", "killed"):
+    ctx.logger.flush()
+    print("ready", flush=True)
+    time.sleep(300)
+elif exp_id == "exited":
+    ctx.logger.flush()
+    os._exit(3)
+"""
+
+
+def _as_json(records: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        [
+            {
+                k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in r.items()
+            }
+            for r in records
+        ]
     )
 
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait(timeout=30)
-    make_box(
-        root,
-        "stale",
-        status="running",
-        finished_at=None,
-        created_at="2026-01-03T10:00:00+00:00",
-        system={"host": HOST, "pid": child.pid},
-        records=[{"step": 41, "time": 1.0, "loss": 0.3}],
+
+def make_real_box(
+    root: Path, exp_id: str, records: list[dict[str, Any]]
+) -> subprocess.Popen[str]:
+    """Start a child that fills a box through xb.init; waits until it is written."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), exp_id, _as_json(records)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    bad = make_box(root, "corrupt", created_at="2026-01-02T10:00:00+00:00")
+    if exp_id in ("live", "killed"):
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n", child.stderr
+    else:
+        child.communicate(timeout=120)
+    return child
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A results root with a box for every way a run ends, oldest first.
+
+    ``live`` is held by a running process for the whole module; ``killed`` was
+    SIGKILLed; ``exited`` left by ``os._exit`` after a flush; ``torn`` has a last
+    line cut short; ``corrupt`` has an unreadable meta.json.
+    """
+    root = tmp_path_factory.mktemp("cli") / "results"
+    root.mkdir()
+    bad = make_box(root, "corrupt")
     (bad / "meta.json").write_text('{"exp_id": "corrupt", "proj')
     # Without a readable creation time, a box sorts by its directory's mtime.
     os.utime(bad, (1767348000.0, 1767348000.0))  # 2026-01-02T10:00Z
-    make_box(
-        root,
-        "torn",
-        created_at="2026-01-01T10:00:00+00:00",
-        records=[
-            {"step": i, "time": 1.0 + i, "loss": 1.0 / (i + 1)} for i in range(20)
-        ],
-        tail='{"step": 20, "time": 21.0, "lo',
-    )
-    return root
+    make_real_box(root, "torn", [{"loss": 1.0 / (i + 1)} for i in range(20)])
+    with open(root / "torn" / "logs" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 20, "time": 21.0, "lo')
+    make_real_box(root, "exited", [{"loss": 0.5}] * 7)
+    killed = make_real_box(root, "killed", [{"loss": 0.3}] * 42)
+    killed.kill()
+    killed.communicate(timeout=60)
+    make_real_box(root, "failed", [{"loss": 2.0}])
+    make_real_box(root, "fin", RECORDS)
+    (root / "fin" / "notebooks" / "look.ipynb").write_text("{}")
+    live = make_real_box(root, "live", [{"loss": 9.0}])
+    yield root
+    live.kill()
+    live.communicate(timeout=60)
 
 
 def test_ls_lists_newest_first_with_shown_status(
@@ -141,8 +180,11 @@ def test_ls_lists_newest_first_with_shown_status(
     code, out, err = run(["ls", "--results-root", str(root)], capsys)
 
     lines = out.splitlines()
+    header = lines[0].split()
+    by_id = {line.split()[0]: line for line in lines[1:]}
+    status_at = lines[0].index("STATUS")
     assert code == 0 and err == ""
-    assert lines[0].split()[:7] == [
+    assert header == [
         "ID",
         "PROJECT",
         "TITLE",
@@ -150,16 +192,30 @@ def test_ls_lists_newest_first_with_shown_status(
         "CREATED",
         "DURATION",
         "STEP",
+        "METRICS",
     ]
-    ids = [line.split()[0] for line in lines[1:]]
-    assert ids == ["fin", "failed", "stale", "corrupt", "torn"]
-    by_id = {line.split()[0]: line for line in lines[1:]}
-    assert " finished " in by_id["fin"] and "loss=0.125" in by_id["fin"]
-    assert " stale " in by_id["stale"] and " 41 " in by_id["stale"]
-    assert " corrupt " in by_id["corrupt"]
-    assert "loss=0.05" in by_id["torn"] and " 19 " in by_id["torn"]
-    assert len({line.index("STATUS") for line in lines[:1]}) == 1
-    assert all(line[lines[0].index("STATUS") - 2] == " " for line in lines)
+    assert list(by_id) == [
+        "live",
+        "fin",
+        "failed",
+        "killed",
+        "exited",
+        "torn",
+        "corrupt",
+    ]
+    shown = {i: line[status_at:].split()[0] for i, line in by_id.items()}
+    assert shown == {
+        "live": "running",
+        "fin": "finished",
+        "failed": "failed",
+        "killed": "stale",
+        "exited": "stale",
+        "torn": "finished",
+        "corrupt": "corrupt",
+    }
+    assert "loss=0.125" in by_id["fin"] and "acc=0.75" in by_id["fin"]
+    assert " 41 " in by_id["killed"] and " 6 " in by_id["exited"]
+    assert "loss=0.05 " in by_id["torn"] + " " and " 19 " in by_id["torn"]
 
 
 def test_ls_json_filters_and_keys(
@@ -167,44 +223,39 @@ def test_ls_json_filters_and_keys(
 ) -> None:
     """ls --json is strict JSON; --project, --status and --keys narrow it."""
     code, out, _ = run(
-        ["ls", "--results-root", str(root), "--json", "--keys", "acc,loss"], capsys
+        ["ls", "--results-root", str(root), "--json", "--keys", "acc,loss,n"], capsys
     )
-    entries = json.loads(out, parse_constant=lambda c: pytest.fail(c))
+    entries = json.loads(out, parse_constant=pytest.fail)
     fin = next(e for e in entries if e["id"] == "fin")
+    killed = next(e for e in entries if e["id"] == "killed")
 
     assert code == 0
-    assert fin["last_values"] == {"acc": 0.75, "loss": 0.125}
-    assert fin["last_step"] == 4 and fin["duration_s"] == 1800.0
+    assert fin["last_values"] == {"acc": 0.75, "loss": 0.125, "n": 7}
+    assert fin["last_step"] == 4 and fin["duration_s"] >= 0
+    assert killed["recorded_status"] == "running" and "gone" in killed["problem"]
 
     _, out, _ = run(
         ["ls", "--results-root", str(root), "--json", "--status", "stale,corrupt"],
         capsys,
     )
-    assert [e["id"] for e in json.loads(out)] == ["stale", "corrupt"]
+    assert [e["id"] for e in json.loads(out)] == ["killed", "exited", "corrupt"]
     _, out, _ = run(["ls", "--results-root", str(root), "--project", "other"], capsys)
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["failed"]
+    _, out, _ = run(["ls", "--results-root", str(root), "-n", "2"], capsys)
+    assert len(out.splitlines()) == 3
 
 
-def test_ls_shows_a_box_held_by_a_live_process_as_running(
+def test_ls_text_with_keys_has_a_column_per_key(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A running box whose process is alive is listed as running, not stale."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        make_box(
-            root,
-            "live",
-            status="running",
-            finished_at=None,
-            system={"host": HOST, "pid": child.pid},
-        )
-        _, out, _ = run(["ls", "--results-root", str(root), "--json"], capsys)
-    finally:
-        child.kill()
-        child.wait(timeout=30)
-    live = next(e for e in json.loads(out) if e["id"] == "live")
+    """ls --keys shows one column per key, with '-' where a box lacks the key."""
+    _, out, _ = run(["ls", "--results-root", str(root), "--keys", "acc,n"], capsys)
 
-    assert live["status"] == "running" and live["recorded_status"] == "running"
+    lines = out.splitlines()
+    by_id = {line.split()[0]: line.split() for line in lines[1:]}
+    assert lines[0].split()[-2:] == ["acc", "n"]
+    assert by_id["fin"][-2:] == ["0.75", "7"]
+    assert by_id["failed"][-2:] == ["-", "-"]
 
 
 def test_ls_uses_the_results_root_variable(root: Path) -> None:
@@ -226,7 +277,21 @@ def test_show_prints_meta_config_files_and_last_values(
     assert "extra.wandb.url: https://wandb.ai/x/y/runs/z" in out
     assert "  lr: 0.001" in out
     assert "  logs/metrics.jsonl  " in out and "  meta.json  " in out
+    assert "  notebooks/look.ipynb  2 B" in out
     assert "last values (step 4):" in out and "  loss: 0.125" in out
+
+
+def test_show_a_failed_and_a_killed_box(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """show gives the recorded error of a failed box and why a box is stale."""
+    _, failed, _ = run(["show", "failed", "--results-root", str(root)], capsys)
+    _, killed, _ = run(["show", "killed", "--results-root", str(root)], capsys)
+
+    assert "status: failed" in failed and "error.type: RuntimeError" in failed
+    assert "error.message: boom" in failed
+    assert "status: stale (process " in killed and "is gone)" in killed
+    assert "last values (step 41):" in killed
 
 
 def test_show_a_corrupt_box_says_so(
@@ -318,15 +383,17 @@ def test_metrics_csv_round_trip(root: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert code == 0
     assert list(rows[0]) == ["step", "time", "loss", "acc", "note", "flag", "n"]
-    assert len(rows) == len(RECORDS)
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3", "4"]
     assert [r["loss"] for r in rows] == ["1.0", "0.5", "nan", "-inf", "0.125"]
-    assert rows[2]["acc"] == "inf" and rows[3]["acc"] == ""
+    assert [r["acc"] for r in rows] == ["", "0.25", "inf", "", "0.75"]
     assert rows[1]["note"] == 'a, "b"' and rows[2]["flag"] == "True"
     for row, record in zip(rows, RECORDS):
+        assert float(row["time"]) > 0
         for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and math.isnan(value):
+                assert math.isnan(float(row[key]))
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
                 assert float(row[key]) == value
-    assert math.isnan(float(rows[2]["loss"])) and float(rows[3]["loss"]) == -math.inf
 
 
 def test_metrics_keys_and_jsonl(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -334,15 +401,16 @@ def test_metrics_keys_and_jsonl(root: Path, capsys: pytest.CaptureFixture[str]) 
     _, out, _ = run(
         ["metrics", "fin", "--keys", "acc", "--results-root", str(root)], capsys
     )
-    header = out.splitlines()[0]
+    keyed = out.splitlines()
     code, out, _ = run(
         ["metrics", "fin", "--format", "jsonl", "--results-root", str(root)], capsys
     )
     lines = [json.loads(x, parse_constant=pytest.fail) for x in out.splitlines()]
 
-    assert header == "step,time,acc"
+    assert keyed[0] == "step,time,acc" and keyed[3].endswith(",inf")
     assert code == 0 and len(lines) == len(RECORDS)
     assert lines[2]["loss"] == "NaN" and lines[3]["loss"] == "-Infinity"
+    assert lines[3]["acc"] is None and lines[1]["note"] == 'a, "b"'
 
 
 def test_metrics_of_a_torn_box_notes_it(
@@ -419,10 +487,10 @@ def test_plot_without_matplotlib_is_one_line(root: Path) -> None:
     assert result.stderr.count("\n") == 1
 
 
-def test_metrics_into_a_closed_pipe_is_quiet(root: Path) -> None:
+def test_metrics_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
     """Piping the export into a reader that stops early is not an error."""
     box = make_box(
-        root,
+        tmp_path,
         "long",
         records=[{"step": i, "time": float(i), "loss": 1.0} for i in range(50_000)],
     )
@@ -435,7 +503,7 @@ def test_metrics_into_a_closed_pipe_is_quiet(root: Path) -> None:
             "metrics",
             "long",
             "--results-root",
-            str(root),
+            str(tmp_path),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -468,7 +536,7 @@ def test_notion_sync_dry_run_prints_pages(root: Path) -> None:
     }
 
     assert result.returncode == 0, result.stderr
-    assert set(pages) == {"fin", "failed", "stale", "torn"}
+    assert set(pages) == {"live", "fin", "failed", "killed", "exited", "torn"}
     assert "skipping corrupt" in result.stderr
     fin = pages["fin"]
     assert fin["Name"]["title"][0]["text"]["content"] == "the good one"
@@ -476,7 +544,7 @@ def test_notion_sync_dry_run_prints_pages(root: Path) -> None:
     assert fin["Status"] == {"select": {"name": "finished"}}
     assert fin["W&B"] == {"url": "https://wandb.ai/x/y/runs/z"}
     assert fin["loss"] == {"number": 0.125}
-    assert pages["stale"]["Status"] == {"select": {"name": "stale"}}
+    assert pages["killed"]["Status"] == {"select": {"name": "stale"}}
 
 
 def test_notion_sync_without_token_is_an_error(root: Path) -> None:
