@@ -76,7 +76,8 @@ _FAMILIES = (
 _NODE_COUNT_VARS = ("SLURM_NNODES", "SLURM_JOB_NUM_NODES")
 _NODE_INDEX_VARS = ("GROUP_RANK", "NODE_RANK", "SLURM_NODEID", "PALS_NODEID")
 
-_DIGITS = re.compile(r"\s*\d+\s*")
+# ASCII digits only: int() would also take other scripts' digits and underscores.
+_DIGITS = re.compile(r"\s*[0-9]+\s*")
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,8 @@ def _from_local_rank(env: Mapping[str, str]) -> RankInfo:
             "job that may span several nodes, so this process writes no box; pass "
             f"rank= to init or set {envvars.RANK}",
             RuntimeWarning,
-            stacklevel=3,
+            # Through xb.init this points at the user's call of init.
+            stacklevel=4,
         )
     return RankInfo(None, world_size, local_rank, LOCAL_RANK_ONLY)
 

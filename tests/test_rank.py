@@ -16,6 +16,26 @@ from expbox.rank import RankInfo, detect_rank
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Every variable that can set a rank, so a test can clear what a launcher around
+# pytest itself may have set.
+RANK_VARIABLES = (
+    "EXPBOX_RANK",
+    "RANK",
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "PMI_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "PALS_RANKID",
+    "SLURM_PROCID",
+    "JSM_NAMESPACE_RANK",
+)
+
+
+def _clear_rank_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 # What each launcher family exports to one process, alone: (environment, expected
 # rank, world size, local rank, launcher).
 SINGLE_LAUNCHERS = {
@@ -248,6 +268,8 @@ def test_nonzero_local_rank_of_several_nodes_does_not_warn() -> None:
         ({"RANK": "-1"}, "RANK", "-1"),
         ({"EXPBOX_RANK": "0x1"}, "EXPBOX_RANK", "0x1"),
         ({"SLURM_PROCID": "1.0"}, "SLURM_PROCID", "1.0"),
+        ({"PMI_RANK": "1_0"}, "PMI_RANK", "1_0"),
+        ({"PALS_RANKID": "\u0661"}, "PALS_RANKID", "\u0661"),
         (
             {"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "four"},
             "OMPI_COMM_WORLD_SIZE",
@@ -279,10 +301,7 @@ def test_explicit_rank_must_not_be_negative() -> None:
 
 def test_environment_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """The process environment is read when called, not when the module loads."""
-    monkeypatch.delenv("RANK", raising=False)
-    for name in ("EXPBOX_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    _clear_rank_variables(monkeypatch)
     monkeypatch.setenv("EXPBOX_RANK", "5")
 
     first = detect_rank()
@@ -405,6 +424,23 @@ def test_init_on_rank_zero_makes_one_box(tmp_path: Path) -> None:
 
     assert seen["is_main"] is True
     assert [p.name for p in tmp_path.iterdir()] == ["shared"]
+
+
+def test_local_rank_warning_points_at_the_init_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warning about a missing global rank names the line that called init."""
+    import expbox as xb
+
+    for name, value in {"LOCAL_RANK": "0", "WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    _clear_rank_variables(monkeypatch)
+
+    with pytest.warns(RuntimeWarning, match="no global rank") as caught:
+        xb.init(project="p", results_root=tmp_path, logger="file")
+
+    assert caught[0].filename == __file__
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.xfail(
