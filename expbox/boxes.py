@@ -303,10 +303,9 @@ def find_box(results_root: str | os.PathLike[str], exp_id: str) -> BoxInfo:
 def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
     """The lines of a file from the last to the first, reading blocks backwards.
 
-    Yields ``(bytes read, line)``, where ``bytes read`` is 0 for every line but
-    the last one a read made available: a caller that stops there stops reading.
-    The first line is whatever follows the last newline (empty when the file ends
-    with one). A line longer than a block is put together across reads.
+    Yields ``(offset of the oldest byte read so far, line)``. The first line is
+    whatever follows the last newline (empty when the file ends with one). A line
+    longer than a block is put together across reads.
     """
     pos = size
     block = _FIRST_BLOCK
@@ -317,10 +316,10 @@ def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
         f.seek(pos)
         lines = (f.read(step) + rest).split(b"\n")
         rest = lines[0]
-        for i in range(len(lines) - 1, 0, -1):
-            yield (size - pos if i == 1 and pos > 0 else 0), lines[i]
+        for line in reversed(lines[1:]):
+            yield pos, line
         block = min(block * 2, _MAX_BLOCK)
-    yield size, rest
+    yield 0, rest
 
 
 def read_tail(
@@ -350,7 +349,7 @@ def read_tail(
     with f:
         size = f.seek(0, os.SEEK_END)
         first = True
-        for done, line in _lines_from_end(f, size):
+        for pos, line in _lines_from_end(f, size):
             is_last_line, first = first, False
             if not line.strip():
                 continue
@@ -375,7 +374,7 @@ def read_tail(
                     tail.values[key] = restore_value(value)
             if wanted is not None and len(tail.values) == len(set(wanted)):
                 break
-            if done and done >= max_bytes:
+            if pos > 0 and size - pos >= max_bytes:
                 break
     if wanted is not None:
         tail.values = {k: tail.values[k] for k in wanted if k in tail.values}
