@@ -135,6 +135,9 @@ def _pid_alive(pid: int, written_at: float | None) -> bool:
     On Linux a zombie counts as gone, and so does a process that started after
     ``meta.json`` was written (a reused pid).
     """
+    if os.name == "nt":
+        # On Windows os.kill(pid, 0) would terminate the process: never judge there.
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
