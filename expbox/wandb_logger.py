@@ -332,18 +332,27 @@ class WandbSink:
                 timeout,
             )
 
-    def close(self, timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT) -> None:
+    def close(self) -> None:
+        """Take no more records; what is queued still goes to W&B.
+
+        Called by the writer thread when it stops, so it must not wait for W&B:
+        ``finish`` does the waiting, from ``WandbLogger.close``.
+        """
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+
+    def finish(self, timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT) -> None:
         """Send what is queued, then finish the run; safe to call twice.
 
         Waits at most ``timeout`` seconds for the queue; what W&B has not taken by
         then stays in the box only, and the run is left to wandb's own exit hook.
         """
+        self.close()
         with self._cv:
             if self.closed:
                 return
             self.closed = True
-            self._stopping = True
-            self._cv.notify_all()
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -450,7 +459,7 @@ class WandbLogger(FileLogger):
             super().__init__(paths, exp_id=exp_id, sinks=sinks, **file_logger_kwargs)
         except BaseException:
             if self._sink is not None:
-                self._sink.close()
+                self._sink.finish()
             raise
         if self._sink is not None:
             _track(self)
@@ -510,7 +519,7 @@ class WandbLogger(FileLogger):
         lost = super().close(timeout=timeout)
         # A forked child must not finish the parent's run.
         if self._sink is not None and os.getpid() == self._pid:
-            self._sink.close(_drain_timeout(timeout))
+            self._sink.finish(_drain_timeout(timeout))
         return lost
 
     def _finish_wandb(self, timeout: Optional[float]) -> None:
@@ -518,7 +527,7 @@ class WandbLogger(FileLogger):
         if self._sink is None or self._sink.closed or os.getpid() != self._pid:
             return
         self.flush(timeout=timeout)
-        self._sink.close(_drain_timeout(timeout))
+        self._sink.finish(_drain_timeout(timeout))
 
     def meta_extra(self) -> dict[str, Any]:
         """What to record in ``meta.extra``: the writer's notes and ``"wandb"``."""

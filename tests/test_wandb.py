@@ -504,7 +504,7 @@ def test_records_beyond_the_w_and_b_backlog_stay_in_the_box(tmp_path: Path) -> N
         # is still full when the next batch arrives.
         sink.on_records([(i, 0.0, {"x": i}) for i in range(500)])
         sink.on_records([(500, 0.0, {"x": 500}), (501, 0.0, {"x": 501})])
-        sink.close()
+        sink.finish()
 
     assert sink.dropped == 2
     assert sink.error is None
