@@ -11,12 +11,13 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from itertools import count
 from pathlib import Path
 from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 from .names import check_name
 from .paths import ExpPaths
-from .records import FAST_TYPES, STR_KEYS, check_step, snapshot_record
+from .records import FAST_TYPES, check_step, snapshot_record
 from .writer import DEFAULT_MAX_PENDING, MetricsWriter
 
 __all__ = ["FileLogger", "Logger", "MetricsSink", "NullLogger"]
@@ -137,7 +138,8 @@ class FileLogger:
     ) -> None:
         self.paths = paths
         paths.logs.mkdir(parents=True, exist_ok=True)
-        self._next_step = check_step(start_step)
+        self._steps = count(check_step(start_step))
+        self._restart: Optional[int] = None
         self._last_step: Optional[int] = None
         self._writer = MetricsWriter(
             paths.metrics,
@@ -179,29 +181,29 @@ class FileLogger:
             metrics = {**metrics, **metrics_kw}
         try:
             record = {"step": None, "time": _time(), **metrics}
+            # join() refuses a name that is not a string, at C speed.
+            "".join(record)
         except TypeError:
             snapshot_record(metrics, 0.0)  # raises the explanation
             raise
         # A reserved name in metrics would overwrite step or time: the size shows it.
-        if (
-            len(record) != len(metrics) + 2
-            or not STR_KEYS.issuperset(map(type, record))
-            or not FAST_TYPES.issuperset(map(type, record.values()))
+        if len(record) != len(metrics) + 2 or not FAST_TYPES.issuperset(
+            map(type, record.values())
         ):
             record = snapshot_record(metrics, record["time"])
-        if step is not None and type(step) is not int:
-            step = check_step(step)
-
-        lock = writer.lock
-        lock.acquire()
         if step is None:
-            step = self._next_step
-        self._next_step = step + 1
+            if self._restart is not None:
+                self._steps = count(self._restart)
+                self._restart = None
+            # next() on a count is atomic: threads never share an automatic step.
+            step = next(self._steps)
+        else:
+            if type(step) is not int:
+                step = check_step(step)
+            self._restart = step + 1
         self._last_step = record["step"] = step
         pending = writer.pending
         pending.append(record)
-        lock.release()
-
         if len(pending) >= writer.wake_at:
             writer.backlog()
 

@@ -1,9 +1,14 @@
 """The background thread that appends records to ``logs/metrics.jsonl``.
 
-The caller's thread only appends a finished record dict to ``MetricsWriter.pending``
-under ``MetricsWriter.lock`` (see ``loggers.FileLogger.log_metrics``). The writer
-thread swaps that list out, encodes it with orjson in chunks, writes each chunk with
-one ``write`` and fsyncs on a schedule. The lock is never held across I/O.
+The caller's thread appends a finished record dict to ``MetricsWriter.pending`` (a
+deque: appending is atomic, no lock). The writer thread pops chunks from the left,
+encodes each with one orjson call, writes it with one ``write`` and fsyncs on a
+schedule.
+
+Threads signal each other only with plain locks used as binary semaphores (acquire
+with a timeout, release that never blocks). A SIGTERM handler that closes the logger
+runs on the main thread between two bytecodes of whatever it interrupted; no lock
+that the interrupted code may hold is ever needed by the writer or by ``close``.
 """
 
 from __future__ import annotations
@@ -13,27 +18,25 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import socket
 import threading
 import time
 import warnings
 import weakref
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import orjson
-
 from . import envvars
 from .errors import WriterError
-from .records import spell_nonfinite
+from .records import RESERVED, encode_records
 
 log = logging.getLogger("expbox")
 
 DEFAULT_FSYNC_INTERVAL = 2.0
-#: Records waiting for the writer before callers wait (about 0.4 KiB each for a
-#: record of a few floats, so about 30 MiB at most, plus one chunk being encoded).
+#: Records waiting for the writer before callers wait: about 0.5 KiB each for a
+#: record of a few floats, so about 32 MiB at most.
 DEFAULT_MAX_PENDING = 65_536
 #: Records encoded and written with one ``write`` call.
 CHUNK = 4096
@@ -41,74 +44,42 @@ CHUNK = 4096
 WAKE_AT = 8192
 #: How long the writer sleeps when nobody wakes it.
 POLL_INTERVAL = 0.2
-#: How long the writer waits before retrying after a failed write or fsync.
+#: How long the writer waits before retrying a failed write or fsync.
 RETRY_INTERVAL = 1.0
+#: How often a caller waiting for room, or for a flush, looks again.
+_WAIT_STEP = 0.002
 DEFAULT_EXIT_TIMEOUT = 10.0
+
+_ONLY_DICTS = frozenset({dict})
 
 # Looked up at call time so a test can count or slow fsync on real files.
 _fsync = os.fsync
-_dumps = orjson.dumps
 
 
 class _Control:
-    """An item in the queue that is not a record: flush, figure or stop."""
+    """An item of the queue that is not a record: flush, figure or stop."""
 
-    __slots__ = ("kind", "done", "payload")
+    __slots__ = ("kind", "payload", "done")
 
     def __init__(self, kind: str, payload: Any = None) -> None:
         self.kind = kind
         self.payload = payload
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def wait(self, timeout: float) -> bool:
+        return self.done.acquire(timeout=timeout)
 
 
 class _State:
-    """A value of ``MetricsWriter.error`` that is not an exception."""
+    """A value of ``MetricsWriter.error`` that makes every call do nothing."""
 
     def __init__(self, name: str) -> None:
         self.name = name
 
 
-INERT = _State("inert after fork")
+INERT = _State("inherited from the parent process")
 CLOSED = _State("closed")
-
-
-def encode_records(records: list[dict[str, Any]]) -> bytes:
-    """Return ``records`` as JSON lines, NaN and infinities spelled as strings.
-
-    Every record starts with its ``"step"`` key and holds no nested object, so in
-    the encoded list ``},{"step":`` occurs only between records (a quote inside a
-    string is escaped). One ``dumps`` of the whole chunk is much cheaper than one
-    per record, whose many short-lived buffers stress the allocator.
-    """
-    try:
-        data = _dumps(records)
-    except (TypeError, orjson.JSONEncodeError):
-        return b"".join(_encode_slow(r) for r in records)
-    # orjson writes non-finite floats as null; only then do records need a look.
-    if b"null" in data:
-        fixed = [spell_nonfinite(r) if _has_nonfinite(r) else r for r in records]
-        data = _dumps(fixed)
-    return data[1:-1].replace(_BETWEEN, _BETWEEN_LINES) + b"\n"
-
-
-_BETWEEN = b'},{"step":'
-_BETWEEN_LINES = b'}\n{"step":'
-
-
-def _has_nonfinite(record: dict[str, Any]) -> bool:
-    return any(
-        type(v) is float and (v != v or v in (math.inf, -math.inf))
-        for v in record.values()
-    )
-
-
-def _encode_slow(record: dict[str, Any]) -> bytes:
-    record = spell_nonfinite(record)
-    try:
-        return _dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-    except (TypeError, orjson.JSONEncodeError):
-        # Strings with lone surrogates: orjson refuses them, json escapes them.
-        return json.dumps(record, allow_nan=False).encode() + b"\n"
 
 
 class MetricsWriter:
@@ -151,25 +122,18 @@ class MetricsWriter:
         self.heartbeat_interval = float(heartbeat_interval)
         self.max_pending = max_pending
         self.drop_when_full = on_full == "drop"
-        # Shared with the caller's thread; see the module docstring.
-        self.lock = threading.Lock()
-        self.not_full = threading.Condition(self.lock)
-        self.wake = threading.Event()
-        self.pending: list[Any] = []
-        self.controls = 0
-        self.limit = max_pending
+        self.pending: deque[Any] = deque()
         self.wake_at = min(WAKE_AT, max_pending)
-        self.waiters = 0
         self.error: Any = None
-        self.inert = False
         self.dropped = 0
         self.sink_errors: list[dict[str, str]] = []
         #: Test hook: replace to make the file write block or fail.
         self.os_write: Callable[[int, Any], int] = os.write
 
+        self._wake = threading.Lock()
         self._sinks = list(sinks)
         self._inflight = 0
-        self._carry: Optional[tuple[memoryview, list[dict[str, Any]]]] = None
+        self._carry: Optional[tuple[bytes, list[dict[str, Any]]]] = None
         self._dirty = False
         self._last_fsync = time.monotonic()
         self._last_heartbeat = 0.0
@@ -207,37 +171,39 @@ class MetricsWriter:
         self.error = None
         raise error
 
+    def wake(self) -> None:
+        """Wake the writer thread now rather than at its next poll."""
+        with contextlib.suppress(RuntimeError):  # already awake
+            self._wake.release()
+
     def backlog(self) -> None:
-        """Wake the writer, and wait (or drop) when too many records are pending."""
-        with self.lock:
-            pending = self.pending
-            if len(pending) < self.limit:
-                self.wake_at = self.limit
-                self.wake.set()
-                return
-            self.wake.set()
-            if self.drop_when_full:
-                if pending and type(pending[-1]) is dict:
-                    pending.pop()
-                    self.dropped += 1
-                return
-            self.waiters += 1
-            try:
-                while len(self.pending) >= self.limit and self.error is None:
-                    if self._thread is None or not self._thread.is_alive():
+        """Wake the writer, and wait (or drop) while too many records are pending."""
+        pending = self.pending
+        self.wake()
+        if len(pending) < self.max_pending:
+            self.wake_at = self.max_pending
+            return
+        if self.drop_when_full:
+            with contextlib.suppress(IndexError):
+                while len(pending) > self.max_pending:
+                    item = pending.pop()
+                    if type(item) is not dict:
+                        pending.append(item)
                         break
-                    self.not_full.wait(0.05)
-            finally:
-                self.waiters -= 1
-        self.check_error()
+                    self.dropped += 1
+            return
+        while len(pending) >= self.max_pending and self._thread_alive():
+            if self.error is not None:
+                self.check_error()
+                return
+            time.sleep(_WAIT_STEP)
+            self.wake()
 
     def enqueue_control(self, kind: str, payload: Any = None) -> _Control:
         """Queue a flush, figure or stop item behind the records logged so far."""
         item = _Control(kind, payload)
-        with self.lock:
-            self.pending.append(item)
-            self.controls += 1
-        self.wake.set()
+        self.pending.append(item)
+        self.wake()
         return item
 
     def flush(self, timeout: Optional[float] = None) -> bool:
@@ -253,7 +219,7 @@ class MetricsWriter:
             return True
         marker = self.enqueue_control("flush")
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not marker.done.wait(0.05):
+        while not marker.wait(0.05):
             if self.error is not None:
                 self.check_error()
             if not self._thread_alive():
@@ -275,7 +241,7 @@ class MetricsWriter:
         Raises:
             WriterError: the last records could not be written.
         """
-        if self.inert or self._closed:
+        if self._closed:
             return self._close_result
         self._closed = True
         self._stop_requested = True
@@ -308,7 +274,7 @@ class MetricsWriter:
         return 0
 
     def unwritten(self) -> int:
-        """Records logged but not yet written (pending, in flight or kept)."""
+        """Records logged but not yet written: pending, in flight or kept."""
         pending = sum(type(item) is dict for item in list(self.pending))
         carry = len(self._carry[1]) if self._carry is not None else 0
         return pending + self._inflight + carry
@@ -320,16 +286,14 @@ class MetricsWriter:
 
     def _run(self) -> None:
         while not self._stopped:
-            self.wake.wait(self._sleep_time())
-            self.wake.clear()
+            self._wake.acquire(timeout=self._sleep_time())
             try:
                 self._cycle()
                 self._tick()
             except Exception as exc:  # a bug must surface, not kill the thread
-                log.debug("expbox writer cycle failed", exc_info=True)
                 self._fail(exc, "write")
-            if self._stop_requested and (self.error is not None or not self.pending):
-                self._stopped = True
+            if self._stop_requested and not self._stopped and self.error is not None:
+                self._stopped = True  # a last attempt failed: give up, close says so
         self._shutdown()
 
     def _sleep_time(self) -> float:
@@ -346,58 +310,44 @@ class MetricsWriter:
     def _cycle(self) -> None:
         if self._carry is not None and not self._write_carry():
             return
-        with self.lock:
-            batch = self.pending
-            if not batch:
-                return
-            self.pending = []
-            controls, self.controls = self.controls, 0
-            self.limit = max(self.max_pending - len(batch), 0)
-            self.wake_at = min(WAKE_AT, self.limit)
-            self._inflight = len(batch)
-        if not self._check_file():
-            self._put_back(batch, 0)
+        pending = self.pending
+        if not pending or not self._check_file():
             return
-        pos, end = 0, len(batch)
+        self.wake_at = min(WAKE_AT, self.max_pending)
+        popleft = pending.popleft
+        while pending and not self._stopped:
+            count = min(len(pending), CHUNK)
+            chunk = [popleft() for _ in range(count)]
+            self._inflight = count
+            if not self._write_chunk(chunk):
+                return
+
+    def _write_chunk(self, chunk: list[Any]) -> bool:
+        """Write records and run controls in order; put back what is left on error."""
+        pos, end = 0, len(chunk)
         while pos < end:
-            item = batch[pos]
-            if type(item) is not dict:
-                if not self._control(item):
-                    break
-                pos += 1
-                self._release(1)
-                continue
-            stop = min(pos + CHUNK, end)
-            if controls:
-                for i in range(pos, stop):
-                    if type(batch[i]) is not dict:
-                        stop = i
-                        break
-            chunk = batch[pos:stop]
-            written = self._write_bytes(encode_records(chunk), chunk)
+            item = chunk[pos]
+            if type(item) is dict:
+                if pos == 0 and _ONLY_DICTS.issuperset(map(type, chunk)):
+                    stop = end
+                else:
+                    stop = pos + 1
+                    while stop < end and type(chunk[stop]) is dict:
+                        stop += 1
+                records = chunk[pos:stop] if pos or stop < end else chunk
+                done = self._write_bytes(encode_records(records), records)
+            else:
+                stop = pos + 1
+                done = self._control(item)
+                if not done:
+                    stop = pos  # keep the control for the retry
+            self._inflight = end - stop
+            if not done:
+                self.pending.extendleft(reversed(chunk[stop:]))
+                self._inflight = 0
+                return False
             pos = stop
-            self._release(len(chunk))
-            if not written:
-                break
-        if pos < end:
-            self._put_back(batch, pos)
-
-    def _release(self, count: int) -> None:
-        with self.lock:
-            self._inflight -= count
-            self.limit += count
-            self.wake_at = min(WAKE_AT, self.limit)
-            if self.waiters:
-                self.not_full.notify_all()
-
-    def _put_back(self, batch: list[Any], pos: int) -> None:
-        rest = batch[pos:]
-        with self.lock:
-            self.pending[:0] = rest
-            self.controls += sum(type(item) is not dict for item in rest)
-            self._inflight = 0
-            self.limit = self.max_pending
-            self.wake_at = min(WAKE_AT, self.limit)
+        return True
 
     def _write_bytes(self, data: bytes, records: list[dict[str, Any]]) -> bool:
         view = memoryview(data)
@@ -405,38 +355,38 @@ class MetricsWriter:
             while view:
                 view = view[self.os_write(self._fd, view) :]
         except OSError as exc:
-            self._carry = (view, records)
+            self._carry = (bytes(view), records)
             self._fail(exc, "write to")
             return False
-        self._after_write(records)
-        return True
-
-    def _write_carry(self) -> bool:
-        assert self._carry is not None
-        view, records = self._carry
-        self._carry = None
-        return self._write_bytes(bytes(view), records)
-
-    def _after_write(self, records: list[dict[str, Any]]) -> None:
         self._dirty = True
         if self.fsync_interval == 0:
             self._sync()
         if self._sinks:
             rows = [
-                (r["step"], r["time"], {k: v for k, v in r.items() if k not in _RES})
+                (
+                    r["step"],
+                    r["time"],
+                    {k: v for k, v in r.items() if k not in RESERVED},
+                )
                 for r in records
             ]
             self._call_sinks("on_records", rows)
+        return True
+
+    def _write_carry(self) -> bool:
+        assert self._carry is not None
+        data, records = self._carry
+        self._carry = None
+        return self._write_bytes(data, records)
 
     def _control(self, item: _Control) -> bool:
         if item.kind == "figure":
             self._call_sinks("on_figure", *item.payload)
-        elif item.kind == "flush" or item.kind == "stop":
-            if self._dirty and not self._sync():
-                return False
-            if item.kind == "stop":
-                self._stopped = True
-        item.done.set()
+        elif self._dirty and not self._sync():  # flush or stop
+            return False
+        if item.kind == "stop":
+            self._stopped = True
+        item.done.release()
         return True
 
     def _tick(self) -> None:
@@ -472,8 +422,7 @@ class MetricsWriter:
         if same:
             return True
         self._fail(
-            OSError(errno.ENOENT, "the metrics file was removed or replaced"),
-            "append to",
+            OSError(errno.ENOENT, "the file was removed or replaced"), "append to"
         )
         try:
             fd = _open_for_append(self.path)
@@ -510,7 +459,7 @@ class MetricsWriter:
         self.sink_errors.append({"sink": name, "error": f"{type(exc).__name__}: {exc}"})
         warnings.warn(
             f"expbox: the {name} sink failed ({type(exc).__name__}: {exc}) and is no "
-            f"longer called; the local metrics file is complete",
+            f"longer called; the local metrics file stays complete",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -529,27 +478,20 @@ class MetricsWriter:
         Path(self.heartbeat_path).write_text(text + "\n")
         self._last_heartbeat = time.monotonic()
 
-    # ------------------------------------------------------------------- fork
-
     def _become_inert(self) -> None:
-        """In a forked child: forget the parent's records, locks, thread and file."""
-        self.inert = True
-        self.lock = threading.Lock()
-        self.not_full = threading.Condition(self.lock)
-        self.wake = threading.Event()
-        self.pending = []
-        self.controls = 0
+        """In a forked child: drop the parent's records, thread, locks and file."""
+        self.error = INERT
+        self.pending = deque()
+        self._wake = threading.Lock()
         self._carry = None
         self._inflight = 0
         self._sinks = []
         self._thread = None
         self._closed = True
-        self.error = INERT
         with contextlib.suppress(OSError):
             os.close(self._fd)
 
 
-_RES = ("step", "time")
 _live: weakref.WeakSet[MetricsWriter] = weakref.WeakSet()
 
 
@@ -560,6 +502,7 @@ def _after_fork_in_child() -> None:
 
 
 def _close_at_exit() -> None:
+    """Close writers nobody closed, so records logged before exit are durable."""
     timeout = _float_env(envvars.EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT)
     for writer in list(_live):
         try:
