@@ -19,6 +19,7 @@ import secrets
 import string
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections import deque
@@ -521,6 +522,20 @@ class WandbLogger(FileLogger):
         if self._sink is not None and os.getpid() == self._pid:
             self._sink.finish(_drain_timeout(timeout))
         return lost
+
+    def wait_for_wandb(self, timeout: Optional[float] = None) -> bool:
+        """Wait until W&B has taken every record written so far; False on timeout.
+
+        ``flush`` only makes the box durable; this also waits for the W&B thread,
+        e.g. before reading the run back. True at once without a W&B run.
+        """
+        if self._sink is None:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self.flush(timeout=timeout):
+            return False
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return self._sink.drain(left)
 
     def _finish_wandb(self, timeout: Optional[float]) -> None:
         """Send what is pending to W&B and finish the run; the box stays open."""
