@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -28,10 +29,18 @@ ROOT = {root!r}
 """
 
 
+def write_script(root: Path, body: str) -> str:
+    """A script file, not ``-c``: the spawn start method must re-import it."""
+    # A directory of its own: the script's directory goes first on sys.path.
+    fd, name = tempfile.mkstemp(suffix=".py", dir=tempfile.mkdtemp())
+    with os.fdopen(fd, "w") as f:
+        f.write(PRELUDE.format(root=str(root)) + textwrap.dedent(body))
+    return name
+
+
 def run_child(root: Path, body: str, timeout: float = 60, **kwargs):
-    code = PRELUDE.format(root=str(root)) + textwrap.dedent(body)
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, write_script(root, body)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -40,9 +49,8 @@ def run_child(root: Path, body: str, timeout: float = 60, **kwargs):
 
 
 def start_child(root: Path, body: str, **kwargs) -> subprocess.Popen:
-    code = PRELUDE.format(root=str(root)) + textwrap.dedent(body)
     return subprocess.Popen(
-        [sys.executable, "-c", code],
+        [sys.executable, write_script(root, body)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -188,12 +196,14 @@ def test_sigterm_runs_a_handler_installed_before_expbox(tmp_path):
     """A SIGTERM handler installed first still runs after expbox finalized the box."""
     marker = tmp_path / "handler-ran"
     body = (
-        f"""
-        def handler(signum, frame):
-            open({str(marker)!r}, "w").write("yes")
-            sys.exit(7)
-        signal.signal(signal.SIGTERM, handler)
-        """
+        textwrap.dedent(
+            f"""
+            def handler(signum, frame):
+                open({str(marker)!r}, "w").write("yes")
+                sys.exit(7)
+            signal.signal(signal.SIGTERM, handler)
+            """
+        )
         + LOG_FOREVER
     )
     proc = start_child(tmp_path, body)
@@ -211,16 +221,21 @@ def test_sigterm_runs_a_handler_installed_before_expbox(tmp_path):
 
 def test_process_group_sigterm_twice_with_a_worker_child(tmp_path):
     """SIGTERM to the whole group, twice 50 ms apart, with a worker: one whole meta."""
-    body = """
-    import multiprocessing as mp
+    body = (
+        textwrap.dedent(
+            """
+            import multiprocessing as mp
 
-    def worker():
-        while True:
-            time.sleep(0.1)
+            def worker():
+                while True:
+                    time.sleep(0.1)
 
-    p = mp.get_context("fork").Process(target=worker, daemon=True)
-    p.start()
-    """ + LOG_FOREVER.replace("i % 2000", "i % 2000")
+            p = mp.get_context("fork").Process(target=worker, daemon=True)
+            p.start()
+            """
+        )
+        + LOG_FOREVER
+    )
     proc = start_child(tmp_path, body, start_new_session=True)
     try:
         count = int(wait_for_line(proc, "logged").split()[1])
@@ -333,7 +348,7 @@ def test_resume_after_a_torn_line_starts_on_its_own_line(tmp_path):
     again.logger.log_metrics({"x": 99})
     again.close()
 
-    with pytest.warns(UserWarning):
+    with pytest.warns(RuntimeWarning, match="torn"):
         records = again.metrics()
     assert [r["x"] for r in records] == [0, 1, 2, 3, 4, 99]
     assert records[-1]["step"] == 5
