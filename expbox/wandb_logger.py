@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 
+from .config import normalize_config
 from .errors import MissingDependencyError
 from .loggers import FileLogger
 from .paths import ExpPaths
@@ -97,15 +98,16 @@ def find_credentials(
     """Name where W&B would find credentials for ``base_url``, or return None.
 
     Looks at ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` and the netrc file
-    (``$NETRC``, else ``~/.netrc`` or ``~/_netrc``). Only the presence of a key is
-    checked: its value is never returned, logged or stored.
+    (``$NETRC``, else ``~/.netrc`` or ``~/_netrc``) for the host of ``base_url``,
+    ``WANDB_BASE_URL``, W&B's settings file or the W&B cloud. Only the presence of
+    a key is checked: its value is never returned, logged or stored.
     """
     env = os.environ if environ is None else environ
     if env.get("WANDB_API_KEY"):
         return "WANDB_API_KEY"
     if env.get("WANDB_IDENTITY_TOKEN_FILE"):
         return "WANDB_IDENTITY_TOKEN_FILE"
-    url = base_url or env.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    url = base_url or env.get("WANDB_BASE_URL") or _configured_base_url(env)
     host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
     path = _netrc_path(env)
     if path is None or not host:
@@ -116,6 +118,20 @@ def find_credentials(
         _log.debug("netrc file %s not usable: %s", path, type(exc).__name__)
         return None
     return "netrc" if entry is not None and bool(entry[2]) else None
+
+
+def _configured_base_url(env: Mapping[str, str]) -> str:
+    """The server ``wandb login --host`` saved in W&B's settings file, or the cloud."""
+    import configparser
+
+    home = env.get("HOME") or os.path.expanduser("~")
+    config_dir = env.get("WANDB_CONFIG_DIR") or os.path.join(home, ".config", "wandb")
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(os.path.join(config_dir, "settings"), encoding="utf-8")
+        return parser.get("default", "base_url", fallback=DEFAULT_BASE_URL)
+    except (OSError, configparser.Error):
+        return DEFAULT_BASE_URL
 
 
 def _netrc_path(env: Mapping[str, str]) -> Optional[Path]:
@@ -131,10 +147,13 @@ def _netrc_path(env: Mapping[str, str]) -> Optional[Path]:
 
 def _is_interactive() -> bool:
     """Whether someone can answer a login prompt on this process's terminal."""
-    streams = (sys.stdin, sys.stdout)
     try:
-        return all(s is not None and s.isatty() for s in streams)
-    except (AttributeError, ValueError):  # replaced or closed streams
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            return False
+        # A job put in the background (``python train.py &``) keeps the terminal
+        # but would be stopped by the first read from it.
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (AttributeError, ValueError, OSError):  # replaced or closed streams
         return False
 
 
@@ -156,6 +175,8 @@ def choose_mode(
         return None, None
     if env.get("WANDB_MODE") or env.get("WANDB_DISABLED"):
         return None, None
+    if settings.get("api_key") or settings.get("identity_token_file"):
+        return None, None
     if find_credentials(env, settings.get("base_url")) is not None:
         return None, None
     if interactive is None:
@@ -163,35 +184,6 @@ def choose_mode(
     if interactive:
         return None, None
     return "offline", "no W&B credentials were found and there is no terminal to log in"
-
-
-def _plain(value: Any) -> Any:
-    """Turn what W&B's config cannot hold into a string or a plain number.
-
-    The config is normally normalized already; this keeps a stray ``Path``,
-    ``datetime``, ``Enum`` or NumPy scalar from failing ``wandb.init``.
-    """
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    item = getattr(value, "item", None)  # NumPy scalars and 0-d arrays, tensors
-    if callable(item) and getattr(value, "ndim", 0) == 0:
-        try:
-            return _plain(item())
-        except (TypeError, ValueError):
-            pass
-    enum_value = getattr(type(value), "__members__", None) and getattr(
-        value, "value", None
-    )
-    if enum_value is not None:
-        return _plain(enum_value)
-    isoformat = getattr(value, "isoformat", None)
-    if callable(isoformat):
-        return isoformat()
-    return str(value)
 
 
 class WandbSink:
@@ -492,7 +484,7 @@ class WandbLogger(FileLogger):
         try:
             run = wandb.init(
                 project=project,
-                config=_plain(dict(config or {})),
+                config=normalize_config(dict(config or {})),
                 dir=str(self._box_paths.logs),
                 resume="allow",
                 reinit="create_new",
@@ -517,11 +509,12 @@ class WandbLogger(FileLogger):
         Safe to call twice. Returns the number of records that could not be made
         durable locally (0 normally); W&B problems only show in ``meta_extra()``.
         """
-        lost = super().close(timeout=timeout)
-        # A forked child must not finish the parent's run.
-        if self._sink is not None and os.getpid() == self._pid:
-            self._sink.finish(_drain_timeout(timeout))
-        return lost
+        try:
+            return super().close(timeout=timeout)
+        finally:
+            # A forked child must not finish the parent's run.
+            if self._sink is not None and os.getpid() == self._pid:
+                self._sink.finish(_drain_timeout(timeout))
 
     def wait_for_wandb(self, timeout: Optional[float] = None) -> bool:
         """Wait until W&B has taken every record written so far; False on timeout.

@@ -309,6 +309,24 @@ def test_credentials_are_named_never_returned(tmp_path: Path) -> None:
     assert from_file == "netrc"
 
 
+def test_credentials_for_the_server_wandb_login_saved_are_found(
+    tmp_path: Path,
+) -> None:
+    """A netrc entry for the host in W&B's settings file counts as credentials."""
+    settings = tmp_path / ".config" / "wandb" / "settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("[default]\nbase_url = https://wandb.example:8443\n")
+    netrc = tmp_path / ".netrc"
+    netrc.write_text(f"machine wandb.example login user password {'p' * 40}\n")
+    netrc.chmod(0o600)
+
+    found = find_credentials({"HOME": str(tmp_path)})
+    mode, _ = choose_mode({}, {}, {"HOME": str(tmp_path)}, interactive=False)
+
+    assert found == "netrc"
+    assert mode is None
+
+
 def test_no_credentials_and_no_terminal_goes_offline_at_once(
     tmp_path: Path, wandb_env: dict[str, str]
 ) -> None:
