@@ -275,7 +275,7 @@ class MetricsWriter:
 
     def unwritten(self) -> int:
         """Records logged but not yet written: pending, in flight or kept."""
-        pending = sum(type(item) is dict for item in list(self.pending))
+        pending = _count_records(list(self.pending))
         carry = len(self._carry[1]) if self._carry is not None else 0
         return pending + self._inflight + carry
 
@@ -318,30 +318,33 @@ class MetricsWriter:
         while pending and not self._stopped:
             count = min(len(pending), CHUNK)
             chunk = [popleft() for _ in range(count)]
-            self._inflight = count
-            if not self._write_chunk(chunk):
+            if _ONLY_DICTS.issuperset(map(type, chunk)):
+                self._inflight = count
+                if not self._write_bytes(encode_records(chunk), chunk):
+                    self._inflight = 0
+                    return
+                self._inflight = 0
+            elif not self._write_mixed(chunk):
                 return
 
-    def _write_chunk(self, chunk: list[Any]) -> bool:
+    def _write_mixed(self, chunk: list[Any]) -> bool:
         """Write records and run controls in order; put back what is left on error."""
+        self._inflight = _count_records(chunk)
         pos, end = 0, len(chunk)
         while pos < end:
             item = chunk[pos]
             if type(item) is dict:
-                if pos == 0 and _ONLY_DICTS.issuperset(map(type, chunk)):
-                    stop = end
-                else:
-                    stop = pos + 1
-                    while stop < end and type(chunk[stop]) is dict:
-                        stop += 1
-                records = chunk[pos:stop] if pos or stop < end else chunk
+                stop = pos + 1
+                while stop < end and type(chunk[stop]) is dict:
+                    stop += 1
+                records = chunk[pos:stop]
                 done = self._write_bytes(encode_records(records), records)
+                self._inflight -= len(records)
             else:
                 stop = pos + 1
                 done = self._control(item)
                 if not done:
                     stop = pos  # keep the control for the retry
-            self._inflight = end - stop
             if not done:
                 self.pending.extendleft(reversed(chunk[stop:]))
                 self._inflight = 0
@@ -490,6 +493,10 @@ class MetricsWriter:
         self._closed = True
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def _count_records(items: list[Any]) -> int:
+    return sum(type(item) is dict for item in items)
 
 
 _live: weakref.WeakSet[MetricsWriter] = weakref.WeakSet()
