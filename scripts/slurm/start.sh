@@ -147,20 +147,36 @@ wait_for 30 scontrol ping \
 
 # 4. The compute node.
 if ! alive slurmd; then
-    slurmd -f "$conf" -N "$node"
-    log "slurmd started"
+    if slurmd -f "$conf" -N "$node"; then
+        log "slurmd started"
+    else
+        log "slurmd exited at start-up"
+    fi
 fi
-node_ready() {
+node_up() {
     case $(sinfo -h -n "$node" -o %t) in
         idle* | mix* | alloc*) return 0 ;;
-        *) return 1 ;;
     esac
-}
-if ! wait_for 30 node_ready; then
     # A node left down by an earlier crash comes back once its slurmd is alive.
-    scontrol update nodename="$node" state=resume >/dev/null 2>&1 || true
-    wait_for 15 node_ready || die "node $node is not idle; see $state/log/slurmd.log"
+    scontrol update nodename="$node" state=resume >/dev/null 2>&1
+    return 1
+}
+slurmd_failed() { ! alive slurmd; }
+# Give slurmd a moment to fail at start-up (a cgroup it may not create) before
+# waiting for the node to report in.
+sleep 1
+if slurmd_failed || ! wait_for 30 node_up; then
+    if grep -q '^ProctrackType=proctrack/cgroup' "$conf" \
+        && [ -z "${EXPBOX_SLURM_PROCTRACK:-}" ]; then
+        log "slurmd failed with proctrack/cgroup (see $state/log/slurmd.log);" \
+            "starting again with proctrack/linuxproc"
+        sh "$here/stop.sh" "$state"
+        sed -i 's|^ProctrackType=.*|ProctrackType=proctrack/linuxproc|' "$conf"
+        exec sh "$0" "$state"
+    fi
+    die "node $node is not up; see $state/log/slurmd.log"
 fi
 
-log "cluster up: $(sinfo -h -o '%P %D %c %t')"
+log "cluster up ($(sed -n 's/^ProctrackType=//p' "$conf")):" \
+    "$(sinfo -h -o '%P %D %c %t')"
 echo "export SLURM_CONF=$conf"
