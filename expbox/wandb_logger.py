@@ -53,7 +53,6 @@ _RESERVED = {
     "config": "the config argument of expbox.init",
     "dir": "nothing: W&B's files always live in the box under logs/wandb/",
     "resume": "nothing: a resumed box resumes its W&B run",
-    "reinit": "nothing: every box gets a run of its own",
 }
 _UNSAFE_RUN_ID = re.compile(r"[^A-Za-z0-9_-]")
 _RUN_ID_PREFIX_LENGTH = 48
@@ -409,7 +408,8 @@ class WandbLogger(FileLogger):
         resume_run_id: The run id of an earlier run of this box, to continue it.
         wandb_options: More ``wandb.init`` arguments: ``entity``, ``tags``,
             ``group``, ``mode``, ``notes``, ``name``, ``id``, ``settings`` ...
-            ``project``, ``config``, ``dir``, ``resume`` and ``reinit`` are set
+            ``reinit`` defaults to ``"create_new"``: the box's run is then not
+            ``wandb.run``. ``project``, ``config``, ``dir`` and ``resume`` are set
             by expbox and refused here.
         **file_logger_kwargs: Passed on to ``FileLogger``.
 
@@ -480,6 +480,9 @@ class WandbLogger(FileLogger):
             )
         _set_default_timeouts(wandb, settings)
         options.setdefault("name", exp_id)
+        # A run of its own, whatever else is active in the process; it is not
+        # ``wandb.run`` then, so integrations take ``ctx.logger.run``.
+        options.setdefault("reinit", "create_new")
         options.setdefault("id", resume_run_id or make_run_id(exp_id))
         try:
             run = wandb.init(
@@ -487,7 +490,6 @@ class WandbLogger(FileLogger):
                 config=normalize_config(dict(config or {})),
                 dir=str(self._box_paths.logs),
                 resume="allow",
-                reinit="create_new",
                 settings=settings,
                 **options,
             )

@@ -527,3 +527,23 @@ def test_records_beyond_the_w_and_b_backlog_stay_in_the_box(tmp_path: Path) -> N
     assert sink.dropped == 2
     assert sink.error is None
     assert len([w for w in caught if "records behind" in str(w.message)]) == 1
+
+
+def test_two_open_boxes_get_two_runs(tmp_path: Path) -> None:
+    """A second box in the same process neither finishes nor joins the first run."""
+    first_paths = make_box(tmp_path, "first")
+    second_paths = make_box(tmp_path, "second")
+    first = WandbLogger(first_paths, exp_id="first", project=PROJECT)
+    second = WandbLogger(second_paths, exp_id="second", project=PROJECT)
+
+    for step in range(3):
+        first.log_metrics({"a": step}, step=step)
+        second.log_metrics({"b": step}, step=step)
+    first.close()
+    second.close()
+
+    assert first.run.id != second.run.id
+    assert first.meta_extra()["wandb"]["error"] is None
+    assert second.meta_extra()["wandb"]["error"] is None
+    assert [s for s, _ in history(read_run_log(first_paths))] == [0, 1, 2]
+    assert [s for s, _ in history(read_run_log(second_paths))] == [0, 1, 2]
