@@ -334,7 +334,9 @@ class WandbSink:
             self._stopping = True
             self._cv.notify_all()
 
-    def finish(self, timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT) -> None:
+    def finish(
+        self, timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT, exit_code: int = 0
+    ) -> None:
         """Send what is queued, then finish the run; safe to call twice.
 
         Waits at most ``timeout`` seconds for the queue; what W&B has not taken by
@@ -358,7 +360,7 @@ class WandbSink:
         if self.error is not None:
             return
         try:
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)
         except Exception as exc:
             self._fail(exc)
 
@@ -505,18 +507,19 @@ class WandbLogger(FileLogger):
             return None
         return run
 
-    def close(self, timeout: Optional[float] = None) -> int:
+    def close(self, timeout: Optional[float] = None, *, exit_code: int = 0) -> int:
         """Flush and close the box's writer, then finish the W&B run.
 
-        Safe to call twice. Returns the number of records that could not be made
-        durable locally (0 normally); W&B problems only show in ``meta_extra()``.
+        Safe to call twice. ``exit_code`` other than 0 marks the W&B run failed.
+        Returns the number of records that could not be made durable locally (0
+        normally); W&B problems only show in ``meta_extra()``.
         """
         try:
             return super().close(timeout=timeout)
         finally:
             # A forked child must not finish the parent's run.
             if self._sink is not None and os.getpid() == self._pid:
-                self._sink.finish(_drain_timeout(timeout))
+                self._sink.finish(_drain_timeout(timeout), exit_code=exit_code)
 
     def wait_for_wandb(self, timeout: Optional[float] = None) -> bool:
         """Wait until W&B has taken every record written so far; False on timeout.
@@ -532,12 +535,12 @@ class WandbLogger(FileLogger):
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         return self._sink.drain(left)
 
-    def _finish_wandb(self, timeout: Optional[float]) -> None:
+    def _finish_wandb(self, timeout: Optional[float], exit_code: int = 0) -> None:
         """Send what is pending to W&B and finish the run; the box stays open."""
         if self._sink is None or self._sink.closed or os.getpid() != self._pid:
             return
         self.flush(timeout=timeout)
-        self._sink.finish(_drain_timeout(timeout))
+        self._sink.finish(_drain_timeout(timeout), exit_code=exit_code)
 
     def meta_extra(self) -> dict[str, Any]:
         """What to record in ``meta.extra``: the writer's notes and ``"wandb"``."""
@@ -690,8 +693,11 @@ def _finish_all_at_exit() -> None:
 
     with _live_lock:
         loggers = list(_live)
+    # The interpreter keeps an uncaught exception here before the exit hooks run;
+    # W&B then marks the run failed, as the box's meta.json will be.
+    exit_code = 0 if getattr(sys, "last_value", None) is None else 1
     for logger in loggers:
         try:
-            logger._finish_wandb(timeout=exit_timeout())
+            logger._finish_wandb(timeout=exit_timeout(), exit_code=exit_code)
         except Exception as exc:  # one broken logger must not stop the others
             _log.debug("finishing a W&B run at exit failed: %r", exc)

@@ -448,6 +448,32 @@ def test_exit_without_close_sends_every_record(
     assert any(r["type"] == "exit" for r in records)
 
 
+def test_uncaught_exception_finishes_the_run_as_failed(
+    tmp_path: Path, wandb_env: dict[str, str]
+) -> None:
+    """A script that dies of an exception leaves a W&B run with exit code 1."""
+    code = f"""
+        from pathlib import Path
+        from expbox.paths import ExpPaths
+        from expbox.wandb_logger import WandbLogger
+        paths = ExpPaths(Path({str(tmp_path / "box")!r}))
+        paths.root.mkdir()
+        paths.make_dirs()
+        logger = WandbLogger(paths, exp_id="box", project="p", config={{}})
+        logger.log_metrics({{"loss": 1.0}}, step=0)
+        raise RuntimeError("diverged")
+    """
+
+    result = run_child(code, wandb_env, timeout=120)
+
+    assert result.returncode == 1
+    assert "diverged" in result.stderr
+    records = read_run_log(ExpPaths(tmp_path / "box"))
+    assert [step for step, _ in history(records)] == [0]
+    (exit_record,) = [r["exit"] for r in records if r["type"] == "exit"]
+    assert exit_record["exit_code"] == 1
+
+
 def test_missing_wandb_names_the_install_command(wandb_env: dict[str, str]) -> None:
     """require_wandb raises MissingDependencyError with the pip command."""
     code = """
