@@ -118,19 +118,32 @@ def test_srun_four_tasks_write_one_box(tmp_path: Path, slurm_cluster: str) -> No
     _assert_other_ranks_inert(read_reports(reports), 4)
 
 
-def test_torchrun_inside_srun_writes_one_box(
-    tmp_path: Path, slurm_cluster: str, netns: None
-) -> None:
-    """torchrun's RANK wins over the SLURM_PROCID=0 all its children inherit."""
-    torchrun = require_binary("torchrun")
-    results, reports = _dirs(tmp_path)
+def _inner_launcher(name: str, results: Path, reports: Path) -> tuple[list[str], str]:
+    """The command of a launcher started by srun, and the family that should win."""
+    script = [RANKED, str(results), str(reports)]
+    if name == "torchrun":
+        torchrun = require_binary("torchrun")
+        return [torchrun, "--standalone", "--nproc_per_node=2", *script, "--gloo"], name
+    mpirun = require_binary("mpirun")
+    # Inside an allocation mpirun would start its daemons through srun, which cannot
+    # be reached from the loopback-only namespace; keep it on this node.
+    options = ["--allow-run-as-root", "--oversubscribe", "-np", "2"]
+    options += ["--mca", "plm", "isolated", "--mca", "ras", "^slurm"]
+    return [mpirun, *options, python(), *script], "openmpi"
 
-    inner = [torchrun, "--standalone", "--nproc_per_node=2", RANKED]
-    inner += [str(results), str(reports), "--gloo"]
-    cmd = ["srun", "-n", "1", "-c", "2", *loopback_only(inner)]
+
+@pytest.mark.parametrize("inner", ["torchrun", "mpirun"])
+def test_launcher_inside_srun_writes_one_box(
+    tmp_path: Path, slurm_cluster: str, netns: None, inner: str
+) -> None:
+    """The inner launcher's rank wins over the SLURM_PROCID=0 its children inherit."""
+    results, reports = _dirs(tmp_path)
+    inner_cmd, family = _inner_launcher(inner, results, reports)
+
+    cmd = ["srun", "-n", "1", "-c", "2", *loopback_only(inner_cmd)]
     run(cmd, env=slurm_env(slurm_cluster), cwd=tmp_path)
 
-    _assert_one_box_from_rank_zero(results, "torchrun", 2)
+    _assert_one_box_from_rank_zero(results, family, 2)
     _assert_other_ranks_inert(read_reports(reports), 2)
 
 
