@@ -119,6 +119,15 @@ def detect_rank(
 ) -> RankInfo:
     """Find this process's global rank, world size and local rank.
 
+    The first source that is set wins: ``explicit``, then ``EXPBOX_RANK``, then a
+    launcher's global-rank variable (``RANK``, ``OMPI_COMM_WORLD_RANK``,
+    ``PMIX_RANK``, ``PMI_RANK``, ``MV2_COMM_WORLD_RANK``, ``PALS_RANKID``,
+    ``SLURM_PROCID``, ``JSM_NAMESPACE_RANK``), then an initialized
+    ``torch.distributed`` the caller already imported. Failing all of those, a local
+    rank alone (``LOCAL_RANK``, ``SLURM_LOCALID``, ...) is the rank only on a single
+    node; in a job that may span several nodes the rank is unknown and the process
+    is not main (a local rank 0 warns once, saying how to fix it).
+
     Args:
         explicit: A rank given by the caller; it wins over everything else.
         environ: The environment to read; ``os.environ`` when omitted.
@@ -237,7 +246,11 @@ def _from_local_rank(env: Mapping[str, str]) -> RankInfo:
 def _several_nodes(
     env: Mapping[str, str], world_size: int | None, local_size: int | None
 ) -> bool:
-    """Whether the job may span more than one node; unknown counts as yes."""
+    """Whether the job may span more than one node.
+
+    A world larger than one node's share, a world of several with no local size to
+    compare, more than one node, or a node index above 0 all count as yes.
+    """
     # Without a local size there is no telling how a world of several is spread.
     if world_size is not None and world_size > (local_size or 1):
         return True
