@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import logging
 import math
 import os
@@ -26,6 +27,7 @@ import orjson
 from .errors import BoxNotFoundError
 from .names import check_name
 from .paths import META_FILE, ExpPaths
+from .records import RESERVED, TEXT_TO_NONFINITE
 
 logger = logging.getLogger("expbox")
 
@@ -37,7 +39,6 @@ STALE_AFTER_INTERVALS = 3
 #: ``running``, but its process is gone) and ``corrupt`` (unreadable ``meta.json``).
 SHOWN_STATUSES = ("running", "stale", "finished", "failed", "terminated", "corrupt")
 
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _FIRST_BLOCK = 8 * 1024
 _MAX_BLOCK = 1024 * 1024
 # A process that started this long after ``meta.json`` was last written cannot be
@@ -124,7 +125,7 @@ def parse_time(value: Any) -> _dt.datetime | None:
 def restore_value(value: Any) -> Any:
     """Turn the strings the file uses for NaN and infinities back into floats."""
     if isinstance(value, str):
-        return _NON_FINITE.get(value, value)
+        return TEXT_TO_NONFINITE.get(value, value)
     return value
 
 
@@ -343,7 +344,7 @@ def read_tail(
     Missing files give an empty tail with ``exists=False``.
     """
     tail = MetricsTail()
-    wanted = None if keys is None else [k for k in keys if k not in ("step", "time")]
+    wanted = None if keys is None else [k for k in keys if k not in RESERVED]
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below, generator needs it open
     except FileNotFoundError:
@@ -357,7 +358,11 @@ def read_tail(
             if not line.strip():
                 continue
             try:
-                record = orjson.loads(line)
+                try:
+                    record = orjson.loads(line)
+                except ValueError:
+                    # Lines from the writer's fallback encoder (lone surrogates).
+                    record = json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not an object")
             except ValueError:
@@ -371,7 +376,7 @@ def read_tail(
                 tail.last_step = step if type(step) is int else None
                 tail.last_time = when if isinstance(when, (int, float)) else None
             for key, value in record.items():
-                if key in ("step", "time") or key in tail.values:
+                if key in RESERVED or key in tail.values:
                     continue
                 if wanted is None or key in wanted:
                     tail.values[key] = restore_value(value)

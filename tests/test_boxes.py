@@ -335,3 +335,16 @@ def test_summary_is_flat_with_final_metrics(tmp_path: Path) -> None:
     assert summary["config_snapshot"] == str((box / "artifacts/config.yaml").resolve())
     assert all(not isinstance(v, (dict, list)) for v in summary.values())
     json.dumps(summary, allow_nan=False)
+
+
+def test_tail_skips_a_torn_line_inside_the_file(tmp_path: Path) -> None:
+    """A torn line left inside the file by a resumed run is skipped, not fatal."""
+    records = [{"step": 0, "time": 1.0, "val": 3.0}]
+    box = make_box(tmp_path, "a", records=records, tail='{"step": 1, "ti\n')
+    with open(box / "logs" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 1, "time": 2.0, "loss": 0.5}) + "\n")
+
+    tail = boxes.read_tail(box / "logs" / "metrics.jsonl", ["loss", "val"])
+
+    assert not tail.torn
+    assert tail.last_step == 1 and tail.values == {"loss": 0.5, "val": 3.0}
