@@ -342,6 +342,9 @@ def test_summary_json_and_markdown(
         (["summary", "fin", "--results-root", "/nonexistent/expbox"], "not a dir"),
         (["ls", "--status", "sleeping"], "is not one of"),
         (["ls", "--keys", ","], "--keys"),
+        (["show", "f"], "matches several boxes: failed, fin"),
+        (["metrics", "corrupt"], "has no metrics file"),
+        (["plot", "live", "loss", "-o", "/nonexistent/dir/x.png"], "No such file"),
     ],
 )
 def test_user_errors_exit_1_with_one_line(
@@ -356,6 +359,15 @@ def test_user_errors_exit_1_with_one_line(
     assert code == 1 and out == ""
     assert err.startswith("expbox: error: ") and err.count("\n") == 1
     assert message in err
+
+
+def test_unique_prefix_and_root_before_the_command(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A unique id prefix names a box; --results-root may precede the command."""
+    code, out, _ = run(["--results-root", str(root), "show", "li"], capsys)
+
+    assert code == 0 and "box: live" in out and "status: running" in out
 
 
 def test_child_errors_have_no_traceback(tmp_path: Path) -> None:
