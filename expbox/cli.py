@@ -89,6 +89,9 @@ def _print_table(header: Sequence[str], rows: list[list[str]]) -> None:
 
 def _emit_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
     for message in dict.fromkeys(str(w.message) for w in caught):
+        message = (
+            message[len("expbox: ") :] if message.startswith("expbox: ") else message
+        )
         print(f"expbox: note: {message}", file=sys.stderr)
 
 
@@ -295,14 +298,15 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if empty:
         raise _UserError(f"box {box.exp_id!r} has no numeric values for {empty}")
 
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    for key, (xs, ys) in series.items():
-        ax.plot(xs, ys, label=key)
-    ax.set_xlabel("step" if args.x == "step" else "time since first record (s)")
-    ax.set_title(_clip(f"{box.exp_id}: {box.get('title') or ''}".rstrip(": "), 80))
-    ax.grid(alpha=0.3)
-    ax.legend()
+    # One panel per metric, sharing the x axis: metrics rarely share a scale.
+    fig = Figure(figsize=(8, max(3.0, 2.2 * len(keys))), layout="constrained")
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (key, (xs, ys)) in zip(axes, series.items()):
+        ax.plot(xs, ys, linewidth=1.2, marker="." if len(xs) < 50 else None)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("step" if args.x == "step" else "seconds since first record")
+    fig.suptitle(_clip(f"{box.exp_id}: {box.get('title') or ''}".rstrip(": "), 80))
     if args.output:
         out = Path(args.output)
     else:
