@@ -15,7 +15,8 @@ Run with::
     python -m pytest benchmarks/bench_listing.py --benchmark-only \
         --benchmark-columns=median,mean,stddev,rounds
 
-Each benchmark's ``extra_info`` holds its ratio to its baseline. Building the
+Each benchmark's ``extra_info`` holds its ratio to its baseline, and the ratios
+join the table printed at the end of the session. Building the
 fixtures takes about a minute and 700 MB of temporary disk.
 """
 
@@ -26,7 +27,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 import pytest
@@ -92,14 +93,27 @@ def long_metrics(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _record(benchmark: Any, name: str, baseline: str | None) -> None:
+def _record(
+    benchmark: Any,
+    report: Callable[..., None],
+    name: str,
+    baseline: str | None = None,
+    goal: float | None = None,
+    accept: float | None = None,
+) -> None:
+    """Keep the median; against a baseline, add the ratio to the summary table."""
     median = benchmark.stats.stats.median
     _medians[name] = median
     benchmark.extra_info["median_ms"] = round(median * 1e3, 3)
-    if baseline is not None and baseline in _medians:
-        benchmark.extra_info[f"ratio_to_{baseline}"] = round(
-            median / _medians[baseline], 3
-        )
+    if baseline is None or baseline not in _medians:
+        return
+    ratio = median / _medians[baseline]
+    benchmark.extra_info[f"ratio_to_{baseline}"] = round(ratio, 5)
+    detail = (
+        f"{name} {median * 1e3:.1f} ms vs {baseline} "
+        f"{_medians[baseline] * 1e3:.1f} ms (medians)"
+    )
+    report(f"listing: {name} / {baseline}", ratio, goal, accept, detail)
 
 
 def _read_every_meta(root: Path) -> int:
@@ -111,27 +125,33 @@ def _read_every_meta(root: Path) -> int:
     return count
 
 
-def test_meta_only_baseline(benchmark: Any, many_boxes: Path) -> None:
+def test_meta_only_baseline(
+    benchmark: Any, report: Callable[..., None], many_boxes: Path
+) -> None:
     """Baseline: scan the root and decode every meta.json, nothing else."""
     running = benchmark.pedantic(
         _read_every_meta, args=(many_boxes,), rounds=5, warmup_rounds=1
     )
 
     assert running == N_BOXES // 10
-    _record(benchmark, "meta_only", None)
+    _record(benchmark, report, "meta_only")
 
 
-def test_list_boxes(benchmark: Any, many_boxes: Path) -> None:
+def test_list_boxes(
+    benchmark: Any, report: Callable[..., None], many_boxes: Path
+) -> None:
     """list_boxes: meta.json, liveness by heartbeat, sorting; no metrics read."""
     found = benchmark.pedantic(
         list_boxes, args=(many_boxes,), rounds=5, warmup_rounds=1
     )
 
     assert len(found) == N_BOXES
-    _record(benchmark, "list_boxes", "meta_only")
+    _record(benchmark, report, "list_boxes", "meta_only", goal=2.0, accept=3.0)
 
 
-def test_expbox_ls(benchmark: Any, many_boxes: Path) -> None:
+def test_expbox_ls(
+    benchmark: Any, report: Callable[..., None], many_boxes: Path
+) -> None:
     """The whole ``expbox ls`` command, last values from each tail, text output."""
 
     def run() -> str:
@@ -143,7 +163,7 @@ def test_expbox_ls(benchmark: Any, many_boxes: Path) -> None:
     text = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
 
     assert text.count("\n") == N_BOXES + 1 and "loss=0.02" in text
-    _record(benchmark, "expbox_ls", "meta_only")
+    _record(benchmark, report, "expbox_ls", "meta_only", goal=4.0, accept=6.0)
 
 
 def _full_read_last_values(path: Path) -> dict[str, Any]:
@@ -154,21 +174,25 @@ def _full_read_last_values(path: Path) -> dict[str, Any]:
     return last
 
 
-def test_full_read_baseline(benchmark: Any, long_metrics: Path) -> None:
+def test_full_read_baseline(
+    benchmark: Any, report: Callable[..., None], long_metrics: Path
+) -> None:
     """Baseline: decode all 10 million lines to find the last values."""
     last = benchmark.pedantic(
         _full_read_last_values, args=(long_metrics,), rounds=1, iterations=1
     )
 
     assert last["step"] == N_LINES - 1 and last["val"] == N_LINES - 1000
-    _record(benchmark, "full_read", None)
+    _record(benchmark, report, "full_read")
 
 
-def test_tail_read(benchmark: Any, long_metrics: Path) -> None:
+def test_tail_read(
+    benchmark: Any, report: Callable[..., None], long_metrics: Path
+) -> None:
     """read_tail: last step and the last loss and val, read from the end."""
     tail = benchmark.pedantic(
         read_tail, args=(long_metrics, ["loss", "val"]), rounds=50, warmup_rounds=2
     )
 
     assert tail.last_step == N_LINES - 1 and tail.values["val"] == N_LINES - 1000
-    _record(benchmark, "tail_read", "full_read")
+    _record(benchmark, report, "tail_read", "full_read", goal=0.001, accept=0.01)
