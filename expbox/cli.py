@@ -24,6 +24,7 @@ import orjson
 from . import boxes as _boxes
 from .envvars import RESULTS_ROOT
 from .errors import ExpboxError, MissingDependencyError
+from .reader import read_records
 
 _DEFAULT_LS_KEYS = 3
 _TITLE_WIDTH = 32
@@ -38,12 +39,12 @@ def _results_root(args: argparse.Namespace) -> Path:
     return Path(given or os.environ.get(RESULTS_ROOT) or "results")
 
 
-def _split_keys(text: str | None) -> list[str] | None:
+def _split_keys(text: str | None, option: str = "--keys") -> list[str] | None:
     if text is None:
         return None
     keys = [k.strip() for k in text.split(",") if k.strip()]
     if not keys:
-        raise _UserError("--keys needs at least one metric name, e.g. --keys loss,acc")
+        raise _UserError(f"{option} needs at least one name, e.g. {option} a,b")
     return keys
 
 
@@ -100,7 +101,7 @@ def _emit_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     keys = _split_keys(args.keys)
-    statuses = _split_keys(args.status) if args.status else None
+    statuses = _split_keys(args.status, "--status")
     for status in statuses or ():
         if status not in _boxes.SHOWN_STATUSES:
             choices = ", ".join(_boxes.SHOWN_STATUSES)
@@ -109,6 +110,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         _results_root(args), project=args.project, status=statuses
     )
     if args.limit is not None:
+        if args.limit < 0:
+            raise _UserError(f"--limit must be 0 or more, got {args.limit}")
         found = found[: args.limit]
 
     listing = []
@@ -226,16 +229,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _records(box: _boxes.BoxInfo, keys: list[str] | None) -> Iterator[dict[str, Any]]:
     """Stream the records of ``box``, restricted to ``keys`` (plus step and time)."""
-    from .reader import read_records
-
     path = box.paths.metrics
     if not path.is_file():
         raise _UserError(f"box {box.exp_id!r} has no metrics file ({path})")
-    for record in read_records(path, keys=keys):
-        if keys is not None:
-            wanted = ("step", "time", *keys)
-            record = {k: record[k] for k in wanted if k in record}
-        yield record
+    return read_records(path, keys=keys)
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
