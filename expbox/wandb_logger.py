@@ -25,7 +25,7 @@ import weakref
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any, Optional
 
 from .config import normalize_config
@@ -641,7 +641,7 @@ def _set_default_timeouts(wandb: ModuleType, settings: dict[str, Any]) -> None:
 
 def _user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside expbox."""
-    frame = sys._getframe(1)
+    frame: Optional[FrameType] = sys._getframe(1)
     level = 1
     while (
         frame is not None
