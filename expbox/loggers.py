@@ -17,12 +17,14 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 from .names import check_name
 from .paths import ExpPaths
-from .records import FAST_TYPES, check_step, snapshot_record
+from .records import FAST_TYPES, RESERVED, check_step, snapshot_record
 from .writer import DEFAULT_MAX_PENDING, MetricsWriter
 
 __all__ = ["FileLogger", "Logger", "MetricsSink", "NullLogger"]
 
 _time = time.time
+#: Metric names remembered as valid; past this many, new names take the slow path.
+_MAX_NAMES = 10_000
 
 
 @runtime_checkable
@@ -139,8 +141,11 @@ class FileLogger:
         self.paths = paths
         paths.logs.mkdir(parents=True, exist_ok=True)
         self._steps = count(check_step(start_step))
-        self._restart: Optional[int] = None
         self._last_step: Optional[int] = None
+        # The last automatic step; when it differs from the last step, a step was
+        # given since and automatic steps go on from there.
+        self._auto_last: Optional[int] = None
+        self._names: set[str] = set()
         self._writer = MetricsWriter(
             paths.metrics,
             exp_id=exp_id,
@@ -180,32 +185,43 @@ class FileLogger:
         elif metrics_kw:
             metrics = {**metrics, **metrics_kw}
         try:
-            record = {"step": None, "time": _time(), **metrics}
-            # join() refuses a name that is not a string, at C speed.
-            "".join(record)
+            record = {"step": step, "time": _time(), **metrics}
         except TypeError:
             snapshot_record(metrics, 0.0)  # raises the explanation
             raise
-        # A reserved name in metrics would overwrite step or time: the size shows it.
-        if len(record) != len(metrics) + 2 or not FAST_TYPES.issuperset(
-            map(type, record.values())
-        ):
-            record = snapshot_record(metrics, record["time"])
-        if step is None:
-            if self._restart is not None:
-                self._steps = count(self._restart)
-                self._restart = None
-            # next() on a count is atomic: threads never share an automatic step.
-            step = next(self._steps)
+        # Names of accepted records are strings and not reserved: testing against
+        # them is cheaper than testing each name. type() is tested in a loop, not
+        # with map(), because the interpreter specializes type(x) in bytecode.
+        if metrics.keys() <= self._names:
+            for value in metrics.values():
+                if type(value) is not float and type(value) not in FAST_TYPES:
+                    record = self._snapshot(metrics, record)
+                    break
         else:
-            if type(step) is not int:
-                step = check_step(step)
-            self._restart = step + 1
-        self._last_step = record["step"] = step
+            record = self._snapshot(metrics, record)
+
+        if step is None:
+            if self._auto_last != self._last_step:
+                self._steps = count(self._last_step + 1)  # type: ignore[operator]
+            # next() on a count is atomic: threads never share an automatic step.
+            self._auto_last = record["step"] = step = next(self._steps)
+        elif type(step) is not int:
+            record["step"] = step = check_step(step)
+        self._last_step = step
         pending = writer.pending
         pending.append(record)
         if len(pending) >= writer.wake_at:
             writer.backlog()
+
+    def _snapshot(
+        self, metrics: Mapping[str, Any], record: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The slow path: convert or refuse every value, remember the names."""
+        checked = snapshot_record(metrics, record["time"])
+        checked["step"] = record["step"]
+        if len(self._names) < _MAX_NAMES:
+            self._names.update(k for k in checked if k not in RESERVED)
+        return checked
 
     def log_figure(self, fig: Any, name: str, step: Optional[int] = None) -> Path:
         """Save ``fig`` as ``figures/<name>.png`` and pass it to the sinks in order.
