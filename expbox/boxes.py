@@ -307,9 +307,9 @@ def find_box(results_root: str | os.PathLike[str], exp_id: str) -> BoxInfo:
 def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
     """The lines of a file from the last to the first, reading blocks backwards.
 
-    Yields ``(offset of the oldest byte read so far, line)``. The first line is
-    whatever follows the last newline (empty when the file ends with one). A line
-    longer than a block is put together across reads.
+    Yields ``(offset where the line starts, line)``. The first line is whatever
+    follows the last newline (empty when the file ends with one). A line longer
+    than a block is put together across reads.
     """
     pos = size
     block = _FIRST_BLOCK
@@ -318,12 +318,28 @@ def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
         step = min(block, pos)
         pos -= step
         f.seek(pos)
-        lines = (f.read(step) + rest).split(b"\n")
+        chunk = f.read(step) + rest
+        lines = chunk.split(b"\n")
         rest = lines[0]
+        end = pos + len(chunk)
         for line in reversed(lines[1:]):
-            yield pos, line
+            end -= len(line)
+            yield end, line
+            end -= 1
         block = min(block * 2, _MAX_BLOCK)
     yield 0, rest
+
+
+def _parse_record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = orjson.loads(line)
+    except ValueError:
+        try:
+            # Lines from the writer's fallback encoder (lone surrogates).
+            record = json.loads(line)
+        except ValueError:
+            return None
+    return record if isinstance(record, dict) else None
 
 
 def read_tail(
@@ -335,8 +351,9 @@ def read_tail(
     """The last step and the last value of ``keys`` in a metrics file.
 
     The file is read from its end. The last whole record is always found; after it,
-    reading goes on until every key in ``keys`` has a value or ``max_bytes`` have
-    been read, so a key logged rarely may be missing from ``values``. With
+    records are read until every key in ``keys`` has a value or the next record
+    starts more than ``max_bytes`` from the end, so a key logged rarely may be
+    missing from ``values``. With
     ``keys=None`` every key met within ``max_bytes`` is returned, those of the last
     record first. A last line cut short by a crash is skipped and ``torn`` is set;
     any other line that is not a JSON object is skipped as well.
@@ -352,26 +369,22 @@ def read_tail(
         return tail
     with f:
         size = f.seek(0, os.SEEK_END)
-        first = True
-        for pos, line in _lines_from_end(f, size):
-            is_last_line, first = first, False
+        found = False
+        for start, line in _lines_from_end(f, size):
+            if found and size - start > max_bytes:
+                break
+            is_last_line = start + len(line) == size
             if not line.strip():
                 continue
-            try:
-                try:
-                    record = orjson.loads(line)
-                except ValueError:
-                    # Lines from the writer's fallback encoder (lone surrogates).
-                    record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not an object")
-            except ValueError:
+            record = _parse_record(line)
+            if record is None:
                 if is_last_line:
                     tail.torn = True
                 else:
                     logger.debug("skipping a line that is not a record in %s", path)
                 continue
-            if tail.last_step is None:
+            if not found:
+                found = True
                 step, when = record.get("step"), record.get("time")
                 tail.last_step = step if type(step) is int else None
                 tail.last_time = when if isinstance(when, (int, float)) else None
@@ -381,8 +394,6 @@ def read_tail(
                 if wanted is None or key in wanted:
                     tail.values[key] = restore_value(value)
             if wanted is not None and len(tail.values) == len(set(wanted)):
-                break
-            if pos > 0 and size - pos >= max_bytes:
                 break
     if wanted is not None:
         tail.values = {k: tail.values[k] for k in wanted if k in tail.values}
