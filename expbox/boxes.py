@@ -168,15 +168,31 @@ def _pid_alive(pid: int, written_at: float | None) -> bool:
         return True
 
 
-def _liveness(meta: dict[str, Any], paths: ExpPaths, meta_mtime: float | None):
+def _fresh_mtime(path: Path) -> float | None:
+    """The mtime of ``path``, or ``None`` if it cannot be read.
+
+    The file is opened rather than stat'ed: on NFS, opening revalidates cached
+    attributes (close-to-open consistency), where a ``stat`` may return an mtime
+    up to a minute old and make a live run on another node look stale.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+
+
+def _liveness(
+    meta: dict[str, Any], paths: ExpPaths, meta_mtime: float | None
+) -> tuple[str, str | None, float | None]:
     """``(status, problem, last_sign_of_life)`` of a box recorded as running."""
     system = meta.get("system") if isinstance(meta.get("system"), dict) else {}
     host = system.get("host")
     pid = system.get("pid")
-    try:
-        heartbeat: float | None = paths.heartbeat.stat().st_mtime
-    except OSError:
-        heartbeat = None
+    heartbeat = _fresh_mtime(paths.heartbeat)
     if host == socket.gethostname() and type(pid) is int and pid > 0:
         if _pid_alive(pid, meta_mtime):
             return "running", None, heartbeat
