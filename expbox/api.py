@@ -5,21 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from . import envvars, lifecycle
-from .config import load_config, read_config_snapshot, write_config_snapshot
+from . import envvars, opener
+from .config import load_config
 from .context import ExpContext
 from .errors import BoxNotFoundError
 from .ids import claim_box
-from .lock import BoxLock
-from .meta import ExperimentMeta, now_iso, read_meta, write_meta
 from .names import check_name
-from .paths import ExpPaths
-from .rank import RankInfo, detect_rank
+from .rank import detect_rank
 
 _log = logging.getLogger("expbox")
 
@@ -110,7 +106,7 @@ def init(
     root = _results_root(results_root)
 
     if not rank_info.is_main:
-        return _context_for_other_rank(
+        return opener.context_for_other_rank(
             exp_id, root, project, title, purpose, config_dict, rank_info, logger
         )
     if logger == "wandb":
@@ -127,7 +123,7 @@ def init(
     if exp_id is not None and resume_mode != "never":
         existing = root / exp_id
         if (existing / "meta.json").exists():
-            ctx = _reopen(
+            ctx = opener.reopen_box(
                 existing, logger, rank_info, options, given_config=config_dict
             )
             return ctx
@@ -147,7 +143,7 @@ def init(
         id_generator=id_generator,
     )
     try:
-        return _create(
+        return opener.create_box(
             box,
             exp_id=exp_id,
             project=project,
@@ -198,7 +194,7 @@ def load(
         raise BoxNotFoundError(f"no box {exp_id!r} under {root.resolve()}")
     rank_info = detect_rank(rank)
     if logger == "none" or not rank_info.is_main:
-        return _open_read_only(box, rank_info, writable=rank_info.is_main)
+        return opener.open_read_only(box, rank_info, writable=rank_info.is_main)
     if logger == "wandb":
         from .wandb_logger import require_wandb
 
@@ -209,7 +205,7 @@ def load(
         "max_pending": max_pending,
         "wandb": wandb,
     }
-    return _reopen(box, logger, rank_info, options, given_config=None)
+    return opener.reopen_box(box, logger, rank_info, options, given_config=None)
 
 
 def save(ctx: ExpContext, status: Optional[str] = None) -> None:
@@ -249,286 +245,3 @@ def _results_root(results_root: Union[str, os.PathLike[str], None]) -> Path:
     if results_root is None:
         results_root = os.environ.get(envvars.RESULTS_ROOT) or "results"
     return Path(results_root)
-
-
-def _system_info() -> dict[str, Any]:
-    from .sysinfo import collect_system_info
-
-    return collect_system_info()
-
-
-def _distributed_info(rank_info: RankInfo) -> dict[str, Any]:
-    return {
-        "rank": rank_info.rank,
-        "world_size": rank_info.world_size,
-        "launcher": rank_info.launcher,
-    }
-
-
-def _make_logger(
-    kind: str,
-    paths: ExpPaths,
-    *,
-    exp_id: str,
-    project: str,
-    config: dict[str, Any],
-    start_step: int,
-    options: dict[str, Any],
-    resume_run_id: Optional[str] = None,
-) -> Any:
-    from .loggers import FileLogger, NullLogger
-
-    if kind == "none":
-        return NullLogger()
-    file_options: dict[str, Any] = {
-        "exp_id": exp_id,
-        "fsync_interval": options["fsync_interval"],
-        "start_step": start_step,
-        "heartbeat_interval": options["heartbeat_interval"],
-    }
-    if options["max_pending"] is not None:
-        file_options["max_pending"] = options["max_pending"]
-    if kind == "file":
-        return FileLogger(paths, **file_options)
-    from .wandb_logger import WandbLogger
-
-    return WandbLogger(
-        paths,
-        project=project,
-        config=config,
-        resume_run_id=resume_run_id,
-        wandb_options=options["wandb"],
-        **file_options,
-    )
-
-
-def _create(
-    box: Path,
-    *,
-    exp_id: str,
-    project: str,
-    title: str,
-    purpose: str,
-    config: dict[str, Any],
-    config_source: Optional[str],
-    logger: str,
-    env_note: Optional[str],
-    rank_info: RankInfo,
-    options: dict[str, Any],
-) -> ExpContext:
-    paths = ExpPaths(box)
-    paths.make_dirs()
-    write_config_snapshot(paths.config_snapshot, config)
-    meta = ExperimentMeta(
-        exp_id=exp_id,
-        project=project,
-        title=title,
-        purpose=purpose,
-        config_path=config_source,
-        logger=logger,
-        env_note=env_note,
-        system=_system_info(),
-        distributed=_distributed_info(rank_info),
-        heartbeat_interval=options["heartbeat_interval"],
-    )
-    lock = BoxLock(paths.lock)
-    lock.acquire()
-    try:
-        write_meta(paths.meta, meta)
-        log = _make_logger(
-            logger,
-            paths,
-            exp_id=exp_id,
-            project=project,
-            config=config,
-            start_step=0,
-            options=options,
-        )
-    except BaseException:
-        lock.release()
-        raise
-    ctx = ExpContext(
-        exp_id=exp_id,
-        paths=paths,
-        config=config,
-        meta=meta,
-        logger=log,
-        rank=rank_info.rank,
-        lock=lock,
-    )
-    ctx._write_meta()
-    lifecycle.register(ctx)
-    _log.debug("created box %s", box)
-    return ctx
-
-
-def _reopen(
-    box: Path,
-    logger: str,
-    rank_info: RankInfo,
-    options: dict[str, Any],
-    *,
-    given_config: Optional[dict[str, Any]],
-) -> ExpContext:
-    """Continue writing an existing box: lock it, record the previous end."""
-    paths = ExpPaths(box)
-    meta = read_meta(paths.meta)
-    config = _read_snapshot(paths)
-    if given_config and given_config != config:
-        warnings.warn(
-            f"box {meta.exp_id} is resumed with its saved config; the config passed "
-            "to init differs and was not written",
-            UserWarning,
-            stacklevel=3,
-        )
-    lock = BoxLock(paths.lock)
-    lock.acquire()
-    try:
-        previous = {
-            "started_at": meta.unknown.get("resumed_at") or meta.created_at,
-            "finished_at": meta.finished_at,
-            "status": meta.status,
-            "error": meta.error,
-            "host": meta.system.get("host"),
-            "pid": meta.system.get("pid"),
-        }
-        meta.history.append(previous)
-        meta.unknown["resumed_at"] = now_iso()
-        meta.status = "running"
-        meta.finished_at = None
-        meta.error = None
-        meta.logger = logger
-        system = _system_info()
-        system["first_run"] = {
-            k: meta.system.get(k) for k in ("host", "command") if k in meta.system
-        }
-        meta.system = {**meta.system, **system}
-        meta.distributed = _distributed_info(rank_info)
-        meta.heartbeat_interval = options["heartbeat_interval"]
-        _repair_torn_tail(paths.metrics)
-        start_step = _next_step(paths)
-        wandb_info = meta.extra.get("wandb") if isinstance(meta.extra, dict) else None
-        run_id = wandb_info.get("run_id") if isinstance(wandb_info, dict) else None
-        log = _make_logger(
-            logger,
-            paths,
-            exp_id=meta.exp_id,
-            project=meta.project,
-            config=config,
-            start_step=start_step,
-            options=options,
-            resume_run_id=run_id,
-        )
-    except BaseException:
-        lock.release()
-        raise
-    ctx = ExpContext(
-        exp_id=meta.exp_id,
-        paths=paths,
-        config=config,
-        meta=meta,
-        logger=log,
-        rank=rank_info.rank,
-        lock=lock,
-    )
-    ctx._write_meta()
-    lifecycle.register(ctx)
-    return ctx
-
-
-def _read_snapshot(paths: ExpPaths) -> dict[str, Any]:
-    if paths.config_snapshot.exists():
-        return read_config_snapshot(paths.config_snapshot)
-    return {}
-
-
-def _repair_torn_tail(metrics: Path) -> None:
-    """Close a line torn by a kill so the next record starts on its own line."""
-    if not metrics.exists() or metrics.stat().st_size == 0:
-        return
-    with open(metrics, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) != b"\n":
-            f.write(b"\n")
-
-
-def _next_step(paths: ExpPaths) -> int:
-    """One more than the last logged step, read from the end of the file."""
-    import orjson
-
-    if not paths.metrics.exists():
-        return 0
-    with open(paths.metrics, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        size = 4096
-        while True:
-            start = max(0, end - size)
-            f.seek(start)
-            lines = f.read(end - start).splitlines()
-            # The first line of a window that does not start the file may be cut.
-            complete = lines if start == 0 else lines[1:]
-            for line in reversed(complete):
-                try:
-                    step = orjson.loads(line).get("step")
-                except (orjson.JSONDecodeError, AttributeError):
-                    continue
-                if isinstance(step, int):
-                    return step + 1
-            if start == 0:
-                return 0
-            size *= 4
-
-
-def _open_read_only(box: Path, rank_info: RankInfo, *, writable: bool) -> ExpContext:
-    from .loggers import NullLogger
-
-    paths = ExpPaths(box)
-    meta = read_meta(paths.meta)
-    ctx = ExpContext(
-        exp_id=meta.exp_id,
-        paths=paths,
-        config=_read_snapshot(paths),
-        meta=meta,
-        logger=NullLogger(),
-        rank=rank_info.rank,
-        writable=False,
-    )
-    if writable:
-
-        def write_changed_meta() -> None:
-            write_meta(paths.meta, ctx.meta)
-
-        ctx._read_only_meta = write_changed_meta
-    return ctx
-
-
-def _context_for_other_rank(
-    exp_id: Optional[str],
-    root: Path,
-    project: str,
-    title: str,
-    purpose: str,
-    config: dict[str, Any],
-    rank_info: RankInfo,
-    logger: str,
-) -> ExpContext:
-    """A context that accepts every call and touches nothing: not rank 0."""
-    from .loggers import NullLogger
-
-    meta = ExperimentMeta(
-        exp_id=exp_id or "",
-        project=project,
-        title=title,
-        purpose=purpose,
-        logger=logger,
-        distributed=_distributed_info(rank_info),
-    )
-    return ExpContext(
-        exp_id=exp_id,
-        paths=ExpPaths(root / exp_id) if exp_id else None,
-        config=config,
-        meta=meta,
-        logger=NullLogger(),
-        rank=rank_info.rank,
-        writable=False,
-    )
