@@ -44,6 +44,7 @@ class ExpContext:
         meta: ExperimentMeta,
         logger: Logger,
         rank: int | None = None,
+        is_main: bool | None = None,
         writable: bool = True,
         lock: BoxLock | None = None,
     ) -> None:
@@ -53,6 +54,8 @@ class ExpContext:
         self.meta = meta
         self.logger = logger
         self.rank = rank
+        # A process whose rank is unknown on a multi-node job is never main.
+        self._is_main = (rank is None or rank == 0) if is_main is None else is_main
         self._writable = writable
         self._lock = lock
         self._closed = not writable
@@ -66,7 +69,7 @@ class ExpContext:
     @property
     def is_main(self) -> bool:
         """True on the process that writes the box (global rank 0, or no launcher)."""
-        return self.rank is None or self.rank == 0
+        return self._is_main
 
     @property
     def writable(self) -> bool:

@@ -126,6 +126,7 @@ def create_box(
         meta=meta,
         logger=log,
         rank=rank_info.rank,
+        is_main=rank_info.is_main,
         lock=lock,
     )
     ctx._write_meta()
@@ -201,6 +202,7 @@ def reopen_box(
         meta=meta,
         logger=log,
         rank=rank_info.rank,
+        is_main=rank_info.is_main,
         lock=lock,
     )
     ctx._write_meta()
@@ -244,6 +246,7 @@ def open_read_only(box: Path, rank_info: RankInfo, *, writable: bool) -> ExpCont
         meta=meta,
         logger=NullLogger(),
         rank=rank_info.rank,
+        is_main=rank_info.is_main,
         writable=False,
     )
     if writable:
@@ -283,5 +286,6 @@ def context_for_other_rank(
         meta=meta,
         logger=NullLogger(),
         rank=rank_info.rank,
+        is_main=rank_info.is_main,
         writable=False,
     )

@@ -443,11 +443,6 @@ def test_local_rank_warning_points_at_the_init_call(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ExpContext.is_main is computed from rank alone and reads an unknown rank "
-    "as main; it should come from RankInfo.is_main",
-)
 def test_init_with_only_a_local_rank_on_several_nodes_is_not_main(
     tmp_path: Path,
 ) -> None:
