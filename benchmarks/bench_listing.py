@@ -163,7 +163,9 @@ def test_expbox_ls(
     text = benchmark.pedantic(run, rounds=5, warmup_rounds=1)
 
     assert text.count("\n") == N_BOXES + 1 and "loss=0.02" in text
-    _record(benchmark, report, "expbox_ls", "meta_only", goal=4.0, accept=6.0)
+    # Two opens per box (meta.json, then the metrics tail) plus formatting, against
+    # one open in the baseline.
+    _record(benchmark, report, "expbox_ls", "meta_only", goal=5.0, accept=8.0)
 
 
 def _full_read_last_values(path: Path) -> dict[str, Any]:
