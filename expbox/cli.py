@@ -326,10 +326,12 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     box = _boxes.find_box(_results_root(args), args.exp_id)
     summary = _boxes.box_summary(box)
-    if not args.markdown:
+    if args.markdown:
+        print(_markdown_note(box, summary), end="")
+    else:
         print(json.dumps(summary, indent=2, ensure_ascii=False))
-        return 0
-    print(_markdown_note(box, summary), end="")
+    if box.meta is None:
+        raise _UserError(f"box {box.exp_id!r}: {box.problem}; the file is corrupt")
     return 0
 
 

@@ -305,6 +305,16 @@ def test_show_a_corrupt_box_says_so(
     assert err.count("\n") == 1 and "meta.json" in err and "corrupt" in err
 
 
+def test_summary_of_a_corrupt_box_says_so(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """summary of a corrupt box prints what it knows and exits 1 naming the file."""
+    code, out, err = run(["summary", "corrupt", "--results-root", str(root)], capsys)
+
+    assert code == 1 and json.loads(out)["status"] == "corrupt"
+    assert err.count("\n") == 1 and "meta.json" in err
+
+
 def test_show_notes_a_torn_last_line(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
