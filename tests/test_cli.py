@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     bad = make_box(root, "corrupt")
     (bad / "meta.json").write_text('{"exp_id": "corrupt", "proj')
     # Without a readable creation time, a box sorts by its directory's mtime.
-    os.utime(bad, (1767348000.0, 1767348000.0))  # 2026-01-02T10:00Z
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(bad, (ten_days_ago, ten_days_ago))
     make_real_box(root, "torn", [{"loss": 1.0 / (i + 1)} for i in range(20)])
     with open(root / "torn" / "logs" / "metrics.jsonl", "a") as f:
         f.write('{"step": 20, "time": 21.0, "lo')
