@@ -7,6 +7,7 @@ Exit status: 0 on success, 1 for an error the user can fix (one line on stderr,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
@@ -432,8 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader of our output went away (`expbox metrics X | head`): that is
         # its choice, not an error. Point stdout at devnull so the final flush at
         # exit does not raise again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        return 130
     except (_UserError, ExpboxError, ValueError, OSError) as exc:
         logging.getLogger("expbox").debug("command failed", exc_info=True)
         print(f"expbox: error: {_one_line(exc)}", file=sys.stderr)
