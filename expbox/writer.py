@@ -39,8 +39,9 @@ DEFAULT_FSYNC_INTERVAL = 2.0
 #: Records waiting for the writer before callers wait: about 0.5 KiB each for a
 #: record of a few floats, so about 32 MiB at most.
 DEFAULT_MAX_PENDING = 65_536
-#: Records encoded and written with one ``write`` call.
-CHUNK = 4096
+#: Records encoded and written with one ``write`` call. One chunk per wake-up:
+#: every time the writer takes the GIL back it can delay the training thread.
+CHUNK = 8192
 #: Pending records at which the caller wakes the writer before its next poll.
 WAKE_AT = 8192
 #: How long the writer sleeps when nobody wakes it. Each wake-up takes the GIL
@@ -319,8 +320,12 @@ class MetricsWriter:
             return
         self.wake_at = min(WAKE_AT, self.max_pending)
         popleft = pending.popleft
-        while pending and not self._stopped:
-            count = min(len(pending), CHUNK)
+        # Only what was queued at wake-up: records logged meanwhile wait for the
+        # next wake-up rather than costing the training thread a GIL switch each.
+        left = len(pending)
+        while left > 0 and not self._stopped:
+            count = min(left, CHUNK)
+            left -= count
             # iter(callable, sentinel) pops from C, without a Python frame per item.
             chunk = list(islice(iter(popleft, _NEVER), count))
             if _ONLY_DICTS.issuperset(map(type, chunk)):
