@@ -18,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -362,17 +362,22 @@ def _markdown_note(box: _boxes.BoxInfo, summary: dict[str, Any]) -> str:
 # -- entry point ---------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line and exit status 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"expbox: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``expbox`` command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--results-root",
         default=argparse.SUPPRESS,
         help=f"where the boxes are (default: ${RESULTS_ROOT}, else ./results)",
     )
-    parser = argparse.ArgumentParser(
-        prog="expbox", description="List and inspect experiment boxes."
-    )
+    parser = _Parser(prog="expbox", description="List and inspect experiment boxes.")
     parser.add_argument("--results-root", default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="print diagnostics on stderr"

@@ -391,13 +391,17 @@ def test_child_errors_have_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    """A malformed command line is argparse's usage error, exit status 2."""
+def test_usage_errors_are_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A malformed command line is one clear line on stderr and exit status 1."""
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
 
-    assert exc.value.code == 2
-    assert "usage: expbox" in capsys.readouterr().err
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("expbox: error: ") and "frobnicate" in err
+    assert err.count("\n") == 1
 
 
 def test_metrics_csv_round_trip(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
