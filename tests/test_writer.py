@@ -378,3 +378,30 @@ def test_bare_forks_with_their_own_loggers_do_not_hang(paths, tmp_path):
         orjson.loads((tmp_path / f"child{k}/logs/metrics.jsonl").read_bytes())["k"] == k
         for k in range(200)
     )
+
+
+def test_a_failing_write_raises_at_the_next_log_call_and_keeps_records(paths):
+    """ENOSPC from the write reaches log_metrics; restored, every record lands."""
+    log = FileLogger(paths, exp_id="t")
+    writer = log._writer
+    real_write = writer.os_write
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    writer.os_write = full
+    for i in range(10):
+        log.log_metrics(i=i)
+    writer.wake()
+    deadline = time.monotonic() + 30
+    while writer.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    with pytest.raises(WriterError, match="No space left") as info:
+        log.log_metrics(i=-1)
+    writer.os_write = real_write
+    log.log_metrics(i=10)
+    log.close()
+
+    assert info.value.errno == 28 and info.value.filename == str(paths.metrics)
+    assert [r["i"] for r in lines(paths)] == list(range(11))
