@@ -440,3 +440,91 @@ def test_fork_pool_children_neither_duplicate_nor_hang(tmp_path):
         assert [r["n"] for r in whole_records(box)] == [n]
         assert meta_of(box)["status"] == "finished"
     assert meta_of(tmp_path / "parent")["status"] == "finished"
+
+
+def test_records_are_readable_by_another_process_while_the_run_goes_on(tmp_path):
+    """Records logged more than two fsync intervals ago can be read by others."""
+    proc = start_child(
+        tmp_path,
+        """
+        ctx = xb.init(project="p", exp_id="b", results_root=ROOT, fsync_interval=0.2)
+        for i in range(100):
+            ctx.logger.log_metrics({"x": i})
+        print("logged", flush=True)
+        time.sleep(60)
+        """,
+    )
+    try:
+        wait_for_line(proc, "logged")
+        time.sleep(0.6)
+        records = whole_records(tmp_path / "b")
+        status = meta_of(tmp_path / "b")["status"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+    assert [r["x"] for r in records] == list(range(100))
+    assert status == "running"
+
+
+def test_exit_with_a_blocked_write_ends_within_the_timeout_and_warns(tmp_path):
+    """A write that blocks for minutes: exit still ends, warning of lost records."""
+    out = run_child(
+        tmp_path,
+        """
+        ctx = xb.init(project="p", exp_id="b", results_root=ROOT)
+        ctx.logger.log_metrics({"x": 0})
+        ctx.logger.flush()
+        ctx.logger._writer.os_write = lambda fd, data: time.sleep(600)
+        for i in range(50):
+            ctx.logger.log_metrics({"x": i})
+        """,
+        env={**os.environ, "EXPBOX_EXIT_TIMEOUT": "1"},
+        timeout=60,
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert "50 records may not be durable" in out.stderr
+    meta = meta_of(tmp_path / "b")
+    assert meta["status"] == "finished"
+    assert meta["extra"]["records_not_durable"] == 50
+
+
+def test_five_hundred_forks_while_two_threads_log(tmp_path):
+    """Two threads log while the main thread forks 500 times: no hang, no stray line."""
+    out = run_child(
+        tmp_path,
+        """
+        ctx = xb.init(project="p", exp_id="b", results_root=ROOT)
+        stop = threading.Event()
+        def work(name):
+            i = 0
+            while not stop.is_set():
+                ctx.logger.log_metrics({"thread": name, "i": i})
+                i += 1
+        threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+        for t in threads:
+            t.start()
+        for _ in range(500):
+            pid = os.fork()
+            if pid == 0:
+                ctx.logger.log_metrics({"thread": "child", "i": -1})
+                ctx.logger.flush()
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            assert status == 0, status
+        stop.set()
+        for t in threads:
+            t.join()
+        xb.save(ctx)
+        print("forked 500")
+        """,
+        timeout=300,
+    )
+
+    assert "forked 500" in out.stdout, out.stderr
+    records = whole_records(tmp_path / "b")
+    assert records and all(r["thread"] in ("a", "b") for r in records)
+    for name in ("a", "b"):
+        mine = [r["i"] for r in records if r["thread"] == name]
+        assert mine == list(range(len(mine)))
