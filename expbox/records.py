@@ -174,27 +174,31 @@ def _type_name(value: Any) -> str:
     return f"{module}.{kind.__qualname__}"
 
 
-def encode_records(records: list[dict[str, Any]]) -> bytes:
+def encode_records(records: list[dict[str, Any]]) -> memoryview:
     """Return ``records`` as JSON lines, NaN and infinities spelled as strings.
 
     Every record starts with its ``"step"`` key and holds no nested object, so in
     the encoded list ``},{"step":`` occurs only between records (a quote inside a
     string is escaped). One ``dumps`` of the whole chunk is much cheaper than one
-    per record, whose many short-lived buffers stress the allocator.
+    per record, whose many short-lived buffers stress the allocator. A small last
+    record turns the final separator into the last newline, and is cut off with
+    the brackets without copying.
     """
     if not records:
-        return b""
+        return memoryview(b"")
     try:
-        data = orjson.dumps(records)
+        data = orjson.dumps([*records, _END])
     except (TypeError, orjson.JSONEncodeError):
-        return b"".join(_encode_slow(r) for r in records)
+        return memoryview(b"".join(_encode_slow(r) for r in records))
     # orjson writes non-finite floats as null; only then do records need a look.
     if b"null" in data:
         fixed = [spell_nonfinite(r) if _has_nonfinite(r) else r for r in records]
-        data = orjson.dumps(fixed)
-    return data[1:-1].replace(_BETWEEN, _BETWEEN_LINES) + b"\n"
+        data = orjson.dumps([*fixed, _END])
+    return memoryview(data.replace(_BETWEEN, _BETWEEN_LINES))[1:-_END_SIZE]
 
 
+_END = {"step": 0}
+_END_SIZE = len(b'{"step":0}]')
 _BETWEEN = b'},{"step":'
 _BETWEEN_LINES = b'}\n{"step":'
 

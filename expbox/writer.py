@@ -362,7 +362,7 @@ class MetricsWriter:
             pos = stop
         return True
 
-    def _write_bytes(self, data: bytes, records: list[dict[str, Any]]) -> bool:
+    def _write_bytes(self, data: Any, records: list[dict[str, Any]]) -> bool:
         view = memoryview(data)
         try:
             while view:
