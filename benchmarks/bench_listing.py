@@ -32,8 +32,9 @@ from typing import Any, Callable
 import orjson
 import pytest
 
-from expbox.boxes import list_boxes, read_tail
+from expbox.boxes import list_boxes
 from expbox.cli import main
+from expbox.tail import read_tail
 
 N_BOXES = 10_000
 N_LINES = 10_000_000

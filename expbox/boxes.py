@@ -2,32 +2,31 @@
 
 Listing reads ``meta.json`` as a plain mapping, so a box whose metadata is corrupt
 is still listed (with status ``corrupt``) instead of breaking the whole listing.
-Last values come from the end of ``logs/metrics.jsonl``: the file is read backwards
-in growing blocks, so the cost does not depend on how long the run was.
+Last values come from the end of ``logs/metrics.jsonl``, through ``tail.read_tail``,
+so the cost does not depend on how long the run was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import logging
 import math
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
 from .errors import BoxNotFoundError
 from .names import check_name
 from .paths import META_FILE, ExpPaths
-from .records import RESERVED, TEXT_TO_NONFINITE
+from .tail import MetricsTail, read_tail
 
 logger = logging.getLogger("expbox")
 
@@ -39,8 +38,6 @@ STALE_AFTER_INTERVALS = 3
 #: ``running``, but its process is gone) and ``corrupt`` (unreadable ``meta.json``).
 SHOWN_STATUSES = ("running", "stale", "finished", "failed", "terminated", "corrupt")
 
-_FIRST_BLOCK = 8 * 1024
-_MAX_BLOCK = 1024 * 1024
 # A process that started this long after ``meta.json`` was last written cannot be
 # the one that wrote it: its pid was reused (typically after a reboot). The margin
 # absorbs clock adjustments between the two readings.
@@ -99,17 +96,6 @@ class BoxInfo:
             return 0.0
 
 
-@dataclass
-class MetricsTail:
-    """The end of a metrics file: the last step and the last value of some keys."""
-
-    last_step: int | None = None
-    last_time: float | None = None
-    values: dict[str, Any] = field(default_factory=dict)
-    torn: bool = False
-    exists: bool = True
-
-
 def parse_time(value: Any) -> _dt.datetime | None:
     """An ISO 8601 timestamp from ``meta.json`` as an aware datetime, else ``None``."""
     if not isinstance(value, str) or not value:
@@ -120,13 +106,6 @@ def parse_time(value: Any) -> _dt.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.astimezone()
-
-
-def restore_value(value: Any) -> Any:
-    """Turn the strings the file uses for NaN and infinities back into floats."""
-    if isinstance(value, str):
-        return TEXT_TO_NONFINITE.get(value, value)
-    return value
 
 
 def _pid_alive(pid: int, written_at: float | None) -> bool:
@@ -318,102 +297,6 @@ def find_box(results_root: str | os.PathLike[str], exp_id: str) -> BoxInfo:
         shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
         raise ValueError(f"exp_id={exp_id!r} matches several boxes: {shown}")
     raise BoxNotFoundError(f"no box {exp_id!r} under {str(root)!r}")
-
-
-def _lines_from_end(f: BinaryIO, size: int) -> Iterator[tuple[int, bytes]]:
-    """The lines of a file from the last to the first, reading blocks backwards.
-
-    Yields ``(offset where the line starts, line)``. The first line is whatever
-    follows the last newline (empty when the file ends with one). A line longer
-    than a block is put together across reads.
-    """
-    pos = size
-    block = _FIRST_BLOCK
-    rest = b""
-    while pos > 0:
-        step = min(block, pos)
-        pos -= step
-        f.seek(pos)
-        chunk = f.read(step) + rest
-        lines = chunk.split(b"\n")
-        rest = lines[0]
-        end = pos + len(chunk)
-        for line in reversed(lines[1:]):
-            end -= len(line)
-            yield end, line
-            end -= 1
-        block = min(block * 2, _MAX_BLOCK)
-    yield 0, rest
-
-
-def _parse_record(line: bytes) -> dict[str, Any] | None:
-    try:
-        record = orjson.loads(line)
-    except ValueError:
-        try:
-            # Lines from the writer's fallback encoder (lone surrogates).
-            record = json.loads(line)
-        except ValueError:
-            return None
-    return record if isinstance(record, dict) else None
-
-
-def read_tail(
-    path: str | os.PathLike[str],
-    keys: Sequence[str] | None = None,
-    *,
-    max_bytes: int = 64 * 1024,
-) -> MetricsTail:
-    """The last step and the last value of ``keys`` in a metrics file.
-
-    The file is read from its end. The last whole record is always found; after it,
-    records are read until every key in ``keys`` has a value or the next record
-    starts more than ``max_bytes`` from the end, so a key logged rarely may be
-    missing from ``values``. With
-    ``keys=None`` every key met within ``max_bytes`` is returned, those of the last
-    record first. A last line cut short by a crash is skipped and ``torn`` is set;
-    any other line that is not a JSON object is skipped as well.
-
-    Missing files give an empty tail with ``exists=False``.
-    """
-    tail = MetricsTail()
-    wanted = None if keys is None else [k for k in keys if k not in RESERVED]
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, generator needs it open
-    except FileNotFoundError:
-        tail.exists = False
-        return tail
-    with f:
-        size = f.seek(0, os.SEEK_END)
-        found = False
-        for start, line in _lines_from_end(f, size):
-            if found and size - start > max_bytes:
-                break
-            is_last_line = start + len(line) == size
-            if not line.strip():
-                continue
-            record = _parse_record(line)
-            if record is None:
-                if is_last_line:
-                    tail.torn = True
-                else:
-                    logger.debug("skipping a line that is not a record in %s", path)
-                continue
-            if not found:
-                found = True
-                step, when = record.get("step"), record.get("time")
-                tail.last_step = step if type(step) is int else None
-                tail.last_time = when if isinstance(when, (int, float)) else None
-            for key, value in record.items():
-                if key in RESERVED or key in tail.values:
-                    continue
-                if wanted is None or key in wanted:
-                    tail.values[key] = restore_value(value)
-            if wanted is not None and len(tail.values) == len(set(wanted)):
-                break
-    if wanted is not None:
-        tail.values = {k: tail.values[k] for k in wanted if k in tail.values}
-    return tail
 
 
 def json_value(value: Any) -> Any:

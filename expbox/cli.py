@@ -27,6 +27,7 @@ from .envvars import RESULTS_ROOT
 from .errors import ExpboxError, MissingDependencyError
 from .paths import METRICS_FILE
 from .reader import read_records
+from .tail import MetricsTail, read_tail
 
 _DEFAULT_LS_KEYS = 3
 _TITLE_WIDTH = 32
@@ -122,10 +123,10 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         # cost when listing thousands of boxes.
         metrics = os.path.join(box.path, "logs", METRICS_FILE)
         if keys is None:
-            tail = _boxes.read_tail(metrics, max_bytes=0)
+            tail = read_tail(metrics, max_bytes=0)
             tail.values = dict(list(tail.values.items())[:_DEFAULT_LS_KEYS])
         else:
-            tail = _boxes.read_tail(metrics, keys)
+            tail = read_tail(metrics, keys)
         listing.append((box, tail))
 
     if args.json:
@@ -156,7 +157,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ls_entry(box: _boxes.BoxInfo, tail: _boxes.MetricsTail) -> dict[str, Any]:
+def _ls_entry(box: _boxes.BoxInfo, tail: MetricsTail) -> dict[str, Any]:
     duration = box.duration
     return {
         "id": box.exp_id,
@@ -215,7 +216,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         rel = path.relative_to(box.path).as_posix()
         print(f"  {rel}  {_fmt_size(path.stat().st_size)}")
 
-    tail = _boxes.read_tail(box.paths.metrics, max_bytes=1024 * 1024)
+    tail = read_tail(box.paths.metrics, max_bytes=1024 * 1024)
     if tail.exists:
         print(f"\nlast values (step {_fmt_value(tail.last_step)}):")
         for key, value in tail.values.items():

@@ -228,7 +228,7 @@ def _repair_torn_tail(metrics: Path) -> None:
 
 def _next_step(paths: ExpPaths) -> int:
     """One more than the last logged step, read from the end of the file."""
-    from .boxes import read_tail
+    from .tail import read_tail
 
     last = read_tail(paths.metrics, keys=[]).last_step
     return 0 if last is None else last + 1

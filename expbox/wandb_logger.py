@@ -5,24 +5,21 @@ figure to a W&B run after writing it to ``logs/metrics.jsonl``. The box stays co
 on its own: a W&B failure costs W&B data only, never a local record, and is reported
 once (a warning and ``meta_extra()``) instead of being raised into the training loop.
 
-``wandb`` is imported only when a logger is built, never by ``import expbox``.
+``wandb`` is imported only when a logger is built, never by ``import expbox``. The
+choice of mode and run id lives in ``wandb_mode``, the thread that feeds ``run.log``
+in ``wandb_sink``; this module builds the run and finishes it, at close or at exit.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import netrc
 import os
-import re
-import secrets
-import string
 import sys
 import threading
 import time
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -32,20 +29,12 @@ from .config import normalize_config
 from .errors import MissingDependencyError
 from .loggers import FileLogger
 from .paths import ExpPaths
-from .records import RESERVED
+from .wandb_mode import choose_mode, make_run_id, set_default_timeouts, settings_dict
+from .wandb_sink import DEFAULT_DRAIN_TIMEOUT, WandbSink
 
 _log = logging.getLogger("expbox")
 
 INSTALL_HINT = 'pip install "expbox[wandb]"'
-DEFAULT_BASE_URL = "https://api.wandb.ai"
-#: Seconds ``wandb.init`` may take before it gives up, unless the caller says.
-DEFAULT_INIT_TIMEOUT = 60.0
-#: Seconds ``run.finish()`` may upload before the rest is left for ``wandb sync``.
-DEFAULT_FINISH_TIMEOUT = 60.0
-#: Records W&B may fall behind before more are kept in the box only.
-DEFAULT_CAPACITY = 100_000
-#: Seconds ``close`` waits for W&B to take what is queued.
-DEFAULT_DRAIN_TIMEOUT = 60.0
 
 # Arguments expbox decides itself; each maps to the way to influence it instead.
 _RESERVED = {
@@ -54,9 +43,6 @@ _RESERVED = {
     "dir": "nothing: W&B's files always live in the box under logs/wandb/",
     "resume": "nothing: a resumed box resumes its W&B run",
 }
-_UNSAFE_RUN_ID = re.compile(r"[^A-Za-z0-9_-]")
-_RUN_ID_PREFIX_LENGTH = 48
-_TAG_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def require_wandb() -> ModuleType:
@@ -74,323 +60,6 @@ def require_wandb() -> ModuleType:
             f"{INSTALL_HINT}"
         ) from exc
     return wandb
-
-
-def make_run_id(exp_id: str, tag: Optional[str] = None) -> str:
-    """Return a new W&B run id for the box ``exp_id``.
-
-    W&B ids are safest with letters, digits, ``_`` and ``-``; every other character
-    becomes ``-``. A short random tag follows, because two machines that log to one
-    W&B project can make boxes with the same id in the same minute, and W&B would
-    otherwise merge them into one run. The id is stored in ``meta.extra`` so a
-    resumed box finds its run again.
-    """
-    if tag is None:
-        tag = "".join(secrets.choice(_TAG_ALPHABET) for _ in range(6))
-    safe = _UNSAFE_RUN_ID.sub("-", exp_id)[:_RUN_ID_PREFIX_LENGTH]
-    return f"{safe}-{tag}"
-
-
-def find_credentials(
-    environ: Optional[Mapping[str, str]] = None, base_url: Optional[str] = None
-) -> Optional[str]:
-    """Name where W&B would find credentials for ``base_url``, or return None.
-
-    Looks at ``WANDB_API_KEY``, ``WANDB_IDENTITY_TOKEN_FILE`` and the netrc file
-    (``$NETRC``, else ``~/.netrc`` or ``~/_netrc``) for the host of ``base_url``,
-    ``WANDB_BASE_URL``, W&B's settings file or the W&B cloud. Only the presence of
-    a key is checked: its value is never returned, logged or stored.
-    """
-    env = os.environ if environ is None else environ
-    if env.get("WANDB_API_KEY"):
-        return "WANDB_API_KEY"
-    if env.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return "WANDB_IDENTITY_TOKEN_FILE"
-    url = base_url or env.get("WANDB_BASE_URL") or _configured_base_url(env)
-    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
-    path = _netrc_path(env)
-    if path is None or not host:
-        return None
-    try:
-        entry = netrc.netrc(str(path)).authenticators(host)
-    except (OSError, netrc.NetrcParseError) as exc:
-        _log.debug("netrc file %s not usable: %s", path, type(exc).__name__)
-        return None
-    return "netrc" if entry is not None and bool(entry[2]) else None
-
-
-def _configured_base_url(env: Mapping[str, str]) -> str:
-    """The server ``wandb login --host`` saved in W&B's settings file, or the cloud."""
-    import configparser
-
-    home = env.get("HOME") or os.path.expanduser("~")
-    config_dir = env.get("WANDB_CONFIG_DIR") or os.path.join(home, ".config", "wandb")
-    parser = configparser.ConfigParser()
-    try:
-        parser.read(os.path.join(config_dir, "settings"), encoding="utf-8")
-        return parser.get("default", "base_url", fallback=DEFAULT_BASE_URL)
-    except (OSError, configparser.Error):
-        return DEFAULT_BASE_URL
-
-
-def _netrc_path(env: Mapping[str, str]) -> Optional[Path]:
-    if env.get("NETRC"):
-        return Path(env["NETRC"]).expanduser()
-    home = env.get("HOME") or os.path.expanduser("~")
-    for name in (".netrc", "_netrc"):
-        candidate = Path(home) / name
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _is_interactive() -> bool:
-    """Whether someone can answer a login prompt on this process's terminal."""
-    try:
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            return False
-        # A job put in the background (``python train.py &``) keeps the terminal
-        # but would be stopped by the first read from it.
-        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
-    except (AttributeError, ValueError, OSError):  # replaced or closed streams
-        return False
-
-
-def choose_mode(
-    options: Mapping[str, Any],
-    settings: Mapping[str, Any],
-    environ: Optional[Mapping[str, str]] = None,
-    interactive: Optional[bool] = None,
-) -> tuple[Optional[str], Optional[str]]:
-    """Return ``(mode, reason)``: the mode expbox forces, and why, or ``(None, None)``.
-
-    A mode the user chose (``wandb_options["mode"]``, ``settings["mode"]``,
-    ``WANDB_MODE``, ``WANDB_DISABLED``) always wins. Otherwise, without credentials
-    and without a terminal, W&B could only fail or wait for a login that never comes,
-    so the run is made offline: it is kept in the box for ``wandb sync``.
-    """
-    env = os.environ if environ is None else environ
-    if options.get("mode") or settings.get("mode"):
-        return None, None
-    if env.get("WANDB_MODE") or env.get("WANDB_DISABLED"):
-        return None, None
-    if settings.get("api_key") or settings.get("identity_token_file"):
-        return None, None
-    if find_credentials(env, settings.get("base_url")) is not None:
-        return None, None
-    if interactive is None:
-        interactive = _is_interactive()
-    if interactive:
-        return None, None
-    return "offline", "no W&B credentials were found and there is no terminal to log in"
-
-
-class WandbSink:
-    """Send records and figures to one W&B run, on a thread of its own.
-
-    The writer thread only hands batches over; ``expbox-wandb:<exp_id>`` calls
-    ``run.log``, which costs hundreds of microseconds a row, so a slow W&B never
-    delays the local file, its fsyncs or the heartbeat. When W&B falls more than
-    ``capacity`` records behind, further batches are kept in the box only and
-    counted in ``dropped``: the box is the complete record, W&B a view of it.
-
-    W&B needs steps that never go down, so a record whose step is lower than one
-    already sent is skipped and counted. Consecutive records with the same step are
-    merged into one ``run.log`` call, which is what W&B does with them anyway.
-    The first failure stops the sink and is kept in ``error``.
-    """
-
-    name = "wandb"
-
-    def __init__(
-        self,
-        run: Any,
-        wandb: ModuleType,
-        *,
-        exp_id: str = "",
-        capacity: int = DEFAULT_CAPACITY,
-    ) -> None:
-        self.run = run
-        self.error: Optional[str] = None
-        self.skipped = 0
-        self.dropped = 0
-        self.closed = False
-        self._wandb = wandb
-        self._exp_id = exp_id
-        self._capacity = capacity
-        self._last_step = -1
-        self._items: deque[tuple[str, Any, int]] = deque()
-        self._queued = 0
-        self._busy = False
-        self._stopping = False
-        self._cv = threading.Condition()
-        self._thread: Optional[threading.Thread] = None
-
-    def on_records(self, records: list[tuple[int, float, dict[str, Any]]]) -> None:
-        if records:
-            self._put("records", list(records), len(records))
-
-    def on_figure(self, path: Path, name: str, step: Optional[int]) -> None:
-        self._put("figure", (path, name, step), 1)
-
-    def _put(self, kind: str, payload: Any, size: int) -> None:
-        with self._cv:
-            if self.error is not None or self._stopping:
-                return
-            if self._queued + size > self._capacity:
-                self.dropped += size
-                first_drop = self.dropped == size
-            else:
-                first_drop = False
-                self._items.append((kind, payload, size))
-                self._queued += size
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run,
-                        name=f"expbox-wandb:{self._exp_id}",
-                        daemon=True,
-                    )
-                    self._thread.start()
-                self._cv.notify()
-        if first_drop:
-            warnings.warn(
-                f"W&B is more than {self._capacity} records behind; records are "
-                "kept in the box only until it catches up "
-                "(meta.extra['wandb']['dropped'] counts them)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._items and not self._stopping:
-                    self._cv.wait()
-                if not self._items:
-                    return
-                kind, payload, size = self._items.popleft()
-                self._busy = True
-            try:
-                if kind == "records":
-                    self._send(payload)
-                else:
-                    self._send_figure(*payload)
-            except Exception as exc:
-                self._fail(exc)
-            with self._cv:
-                self._queued -= size
-                self._busy = False
-                if self.error is not None:
-                    self._items.clear()
-                    self._queued = 0
-                self._cv.notify_all()
-                if self.error is not None:
-                    return
-
-    def _send(self, records: list[tuple[int, float, dict[str, Any]]]) -> None:
-        run_log = self.run.log
-        pending: Optional[dict[str, Any]] = None
-        pending_step = self._last_step
-        for step, _time, metrics in records:
-            if step < self._last_step or step < pending_step:
-                self._skip(step)
-                continue
-            if pending is not None and step == pending_step:
-                pending.update(metrics)
-                pending.pop("step", None)
-                pending.pop("time", None)
-                continue
-            if pending is not None:
-                run_log(pending, step=pending_step)
-                self._last_step = pending_step
-            # W&B keeps its own step and time; expbox's reserved names stay local.
-            pending = {k: v for k, v in metrics.items() if k not in RESERVED}
-            pending_step = step
-        if pending is not None:
-            run_log(pending, step=pending_step)
-            self._last_step = pending_step
-
-    def _send_figure(self, path: Path, name: str, step: Optional[int]) -> None:
-        # A figure without a step belongs to the latest step W&B has seen.
-        step = max(self._last_step, 0 if step is None else step)
-        self.run.log({name: self._wandb.Image(str(path))}, step=step)
-        self._last_step = step
-
-    def drain(self, timeout: Optional[float] = None) -> bool:
-        """Wait until W&B has every record handed over so far; False on timeout."""
-        with self._cv:
-            return self._cv.wait_for(
-                lambda: (not self._items and not self._busy) or self.error is not None,
-                timeout,
-            )
-
-    def close(self) -> None:
-        """Take no more records; what is queued still goes to W&B.
-
-        Called by the writer thread when it stops, so it must not wait for W&B:
-        ``finish`` does the waiting, from ``WandbLogger.close``.
-        """
-        with self._cv:
-            self._stopping = True
-            self._cv.notify_all()
-
-    def finish(
-        self, timeout: Optional[float] = DEFAULT_DRAIN_TIMEOUT, exit_code: int = 0
-    ) -> None:
-        """Send what is queued, then finish the run; safe to call twice.
-
-        Waits at most ``timeout`` seconds for the queue; what W&B has not taken by
-        then stays in the box only, and the run is left to wandb's own exit hook.
-        """
-        self.close()
-        with self._cv:
-            if self.closed:
-                return
-            self.closed = True
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            if thread.is_alive():
-                with self._cv:
-                    behind = self._queued
-                self.error = self.error or (
-                    f"W&B had not taken {behind} records after {timeout} s at close"
-                )
-                return
-        if self.error is not None:
-            return
-        try:
-            self.run.finish(exit_code=exit_code)
-        except Exception as exc:
-            self._fail(exc)
-
-    def _skip(self, step: int) -> None:
-        self.skipped += 1
-        if self.skipped == 1:
-            warnings.warn(
-                f"W&B needs increasing steps: step {step} comes after step "
-                f"{self._last_step} and is kept in the box only "
-                "(meta.extra['wandb']['skipped'] counts such records)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
-    def _fail(self, exc: BaseException) -> None:
-        self.error = f"{type(exc).__name__}: {exc}"
-        _log.debug("W&B sink failed", exc_info=exc)
-        warnings.warn(
-            f"W&B stopped receiving records ({self.error}); the box keeps logging "
-            "locally to logs/metrics.jsonl",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        if isinstance(exc, ConnectionError):
-            # W&B's service process is gone. Tearing its client down now keeps
-            # wandb's own exit hook from failing loudly against a dead socket.
-            try:
-                self._wandb.teardown()
-            except Exception as teardown_exc:
-                _log.debug("wandb.teardown after a failure: %r", teardown_exc)
 
 
 class WandbLogger(FileLogger):
@@ -468,7 +137,7 @@ class WandbLogger(FileLogger):
         resume_run_id: Optional[str],
         options: dict[str, Any],
     ) -> Any:
-        settings = _settings_dict(options.pop("settings", None))
+        settings = settings_dict(options.pop("settings", None))
         mode, reason = choose_mode(options, settings)
         if mode is not None:
             options["mode"] = mode
@@ -480,7 +149,7 @@ class WandbLogger(FileLogger):
                 UserWarning,
                 stacklevel=_user_stacklevel(),
             )
-        _set_default_timeouts(wandb, settings)
+        set_default_timeouts(wandb, settings)
         options.setdefault("name", exp_id)
         # A run of its own, whatever else is active in the process; it is not
         # ``wandb.run`` then, so integrations take ``ctx.logger.run``.
@@ -604,39 +273,6 @@ def _check_options(
             "are passed to wandb.init (entity, tags, group, mode, settings, ...)"
         )
     return options
-
-
-def _settings_dict(settings: Any) -> dict[str, Any]:
-    """The caller's W&B settings as a dict of the fields they set."""
-    if settings is None:
-        return {}
-    if isinstance(settings, Mapping):
-        return dict(settings)
-    # A wandb.Settings (pydantic): keep only what the caller set explicitly.
-    fields_set = getattr(settings, "model_fields_set", None)
-    if fields_set is None:
-        raise TypeError(
-            f"wandb option 'settings' must be a dict or wandb.Settings, got "
-            f"{type(settings).__name__}"
-        )
-    return {name: getattr(settings, name) for name in fields_set}
-
-
-def _set_default_timeouts(wandb: ModuleType, settings: dict[str, Any]) -> None:
-    """Bound ``wandb.init`` and ``run.finish()`` unless the caller already did.
-
-    A timeout set in the settings or through ``WANDB_INIT_TIMEOUT`` /
-    ``WANDB_FINISH_TIMEOUT`` wins; a wandb too old to know a setting is left alone.
-    """
-    known = getattr(wandb.Settings, "model_fields", {})
-    for name, seconds in (
-        ("init_timeout", DEFAULT_INIT_TIMEOUT),
-        ("finish_timeout", DEFAULT_FINISH_TIMEOUT),
-    ):
-        if name in settings or os.environ.get(f"WANDB_{name.upper()}"):
-            continue
-        if name in known:
-            settings[name] = seconds
 
 
 def _user_stacklevel() -> int:

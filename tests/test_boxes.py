@@ -17,6 +17,7 @@ import pytest
 
 from expbox import boxes
 from expbox.errors import BoxNotFoundError
+from expbox.tail import read_tail
 
 HOST = socket.gethostname()
 
@@ -65,7 +66,7 @@ def test_tail_gives_last_step_and_restores_non_finite(tmp_path: Path) -> None:
     records.append({"step": 51, "time": 61.0, "lo": "-Infinity", "name": "NaNx"})
     path = make_box(tmp_path, "a", records=records) / "logs" / "metrics.jsonl"
 
-    tail = boxes.read_tail(path)
+    tail = read_tail(path)
 
     assert tail.last_step == 51 and tail.last_time == 61.0
     assert tail.values["lo"] == -math.inf and tail.values["hi"] == math.inf
@@ -80,7 +81,7 @@ def test_tail_skips_a_torn_last_line(tmp_path: Path) -> None:
     records = [{"step": i, "time": 1.0, "loss": float(i)} for i in range(10)]
     box = make_box(tmp_path, "a", records=records, tail='{"step": 10, "time": 1.')
 
-    tail = boxes.read_tail(box / "logs" / "metrics.jsonl")
+    tail = read_tail(box / "logs" / "metrics.jsonl")
 
     assert tail.torn
     assert tail.last_step == 9 and tail.values == {"loss": 9.0}
@@ -93,7 +94,7 @@ def test_tail_reads_a_line_longer_than_a_block(tmp_path: Path) -> None:
     records.append({"step": 20_000, "time": 2.0, "s": big})
     box = make_box(tmp_path, "a", records=records)
 
-    tail = boxes.read_tail(box / "logs" / "metrics.jsonl", max_bytes=0)
+    tail = read_tail(box / "logs" / "metrics.jsonl", max_bytes=0)
 
     assert tail.last_step == 20_000 and tail.values == {"s": big}
 
@@ -105,8 +106,8 @@ def test_tail_looks_back_for_requested_keys_within_a_budget(tmp_path: Path) -> N
     records[19_000]["val"] = 0.5
     path = make_box(tmp_path, "a", records=records) / "logs" / "metrics.jsonl"
 
-    near = boxes.read_tail(path, ["val", "loss", "early"], max_bytes=64 * 1024)
-    everything = boxes.read_tail(path, ["early"], max_bytes=path.stat().st_size)
+    near = read_tail(path, ["val", "loss", "early"], max_bytes=64 * 1024)
+    everything = read_tail(path, ["early"], max_bytes=path.stat().st_size)
 
     assert near.values == {"val": 0.5, "loss": 19_999.0}
     assert everything.values == {"early": 1.0}
@@ -116,8 +117,8 @@ def test_tail_of_missing_or_empty_file(tmp_path: Path) -> None:
     """A box without metrics gives an empty tail instead of an error."""
     box = make_box(tmp_path, "a", records=[])
 
-    empty = boxes.read_tail(box / "logs" / "metrics.jsonl")
-    missing = boxes.read_tail(box / "logs" / "nothing.jsonl")
+    empty = read_tail(box / "logs" / "metrics.jsonl")
+    missing = read_tail(box / "logs" / "nothing.jsonl")
 
     assert empty.exists and empty.last_step is None and empty.values == {}
     assert not missing.exists and missing.last_step is None
@@ -344,7 +345,7 @@ def test_tail_skips_a_torn_line_inside_the_file(tmp_path: Path) -> None:
     with open(box / "logs" / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"step": 1, "time": 2.0, "loss": 0.5}) + "\n")
 
-    tail = boxes.read_tail(box / "logs" / "metrics.jsonl", ["loss", "val"])
+    tail = read_tail(box / "logs" / "metrics.jsonl", ["loss", "val"])
 
     assert not tail.torn
     assert tail.last_step == 1 and tail.values == {"loss": 0.5, "val": 3.0}

@@ -23,12 +23,8 @@ import pytest
 wandb = pytest.importorskip("wandb")
 
 from expbox.paths import ExpPaths  # noqa: E402
-from expbox.wandb_logger import (  # noqa: E402
-    WandbLogger,
-    choose_mode,
-    find_credentials,
-    make_run_id,
-)
+from expbox.wandb_logger import WandbLogger  # noqa: E402
+from expbox.wandb_mode import choose_mode, find_credentials, make_run_id  # noqa: E402
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -537,7 +533,7 @@ def test_init_with_wandb_records_the_run_and_load_resumes_it(tmp_path: Path) -> 
 
 def test_records_beyond_the_w_and_b_backlog_stay_in_the_box(tmp_path: Path) -> None:
     """A batch arriving while W&B is a full backlog behind is counted, not queued."""
-    from expbox.wandb_logger import WandbSink
+    from expbox.wandb_sink import WandbSink
 
     run = wandb.init(project=PROJECT, dir=str(tmp_path), reinit="create_new")
     sink = WandbSink(run, wandb, exp_id="backlog", capacity=500)
