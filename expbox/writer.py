@@ -268,7 +268,9 @@ class MetricsWriter:
         error, self.error = self.error, CLOSED
         count = self.unwritten()
         self._close_result = count
-        if count or isinstance(error, WriterError):
+        if not count and isinstance(error, WriterError):
+            raise error  # a failure since recovered from, not yet reported
+        if count:
             raise WriterError(
                 getattr(error, "errno", None) or errno.EIO,
                 f"{count} records could not be written "
