@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -16,8 +15,6 @@ from .errors import BoxNotFoundError
 from .ids import claim_box
 from .names import check_name
 from .rank import detect_rank
-
-_log = logging.getLogger("expbox")
 
 LOGGERS = ("none", "file", "wandb")
 RESUME_MODES = ("never", "allow", "must")
@@ -109,17 +106,9 @@ def init(
         return opener.context_for_other_rank(
             exp_id, root, project, title, purpose, config_dict, rank_info, logger
         )
-    if logger == "wandb":
-        from .wandb_logger import require_wandb
-
-        require_wandb()
-
-    options = {
-        "fsync_interval": fsync_interval,
-        "heartbeat_interval": heartbeat_interval,
-        "max_pending": max_pending,
-        "wandb": wandb,
-    }
+    options = _writer_options(
+        logger, fsync_interval, heartbeat_interval, max_pending, wandb
+    )
     if exp_id is not None and resume_mode != "never":
         existing = root / exp_id
         if (existing / "meta.json").exists():
@@ -195,16 +184,9 @@ def load(
     rank_info = detect_rank(rank)
     if logger == "none" or not rank_info.is_main:
         return opener.open_read_only(box, rank_info, writable=rank_info.is_main)
-    if logger == "wandb":
-        from .wandb_logger import require_wandb
-
-        require_wandb()
-    options = {
-        "fsync_interval": fsync_interval,
-        "heartbeat_interval": heartbeat_interval,
-        "max_pending": max_pending,
-        "wandb": wandb,
-    }
+    options = _writer_options(
+        logger, fsync_interval, heartbeat_interval, max_pending, wandb
+    )
     return opener.reopen_box(box, logger, rank_info, options, given_config=None)
 
 
@@ -239,6 +221,26 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
         raise ValueError(
             f"{name}={value!r} is not valid; choose one of {', '.join(choices)}"
         )
+
+
+def _writer_options(
+    logger: str,
+    fsync_interval: Optional[float],
+    heartbeat_interval: float,
+    max_pending: Optional[int],
+    wandb: Optional[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The logger's settings; with W&B, fail before a box is made if it is missing."""
+    if logger == "wandb":
+        from .wandb_logger import require_wandb
+
+        require_wandb()
+    return {
+        "fsync_interval": fsync_interval,
+        "heartbeat_interval": heartbeat_interval,
+        "max_pending": max_pending,
+        "wandb": wandb,
+    }
 
 
 def _results_root(results_root: Union[str, os.PathLike[str], None]) -> Path:

@@ -119,20 +119,8 @@ def create_box(
     except BaseException:
         lock.release()
         raise
-    ctx = ExpContext(
-        exp_id=exp_id,
-        paths=paths,
-        config=config,
-        meta=meta,
-        logger=log,
-        rank=rank_info.rank,
-        is_main=rank_info.is_main,
-        lock=lock,
-    )
-    ctx._write_meta()
-    lifecycle.register(ctx)
     _log.debug("created box %s", box)
-    return ctx
+    return _writing_context(paths, config, meta, log, rank_info, lock)
 
 
 def reopen_box(
@@ -195,6 +183,18 @@ def reopen_box(
     except BaseException:
         lock.release()
         raise
+    return _writing_context(paths, config, meta, log, rank_info, lock)
+
+
+def _writing_context(
+    paths: ExpPaths,
+    config: dict[str, Any],
+    meta: ExperimentMeta,
+    log: Any,
+    rank_info: RankInfo,
+    lock: BoxLock,
+) -> ExpContext:
+    """The context of a box this process now owns; finalized at exit."""
     ctx = ExpContext(
         exp_id=meta.exp_id,
         paths=paths,
