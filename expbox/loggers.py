@@ -17,7 +17,14 @@ from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 from .names import check_name
 from .paths import ExpPaths
-from .records import FAST_TYPES, RESERVED, check_step, snapshot_record
+from .records import (
+    FAST_TYPES,
+    INT_MAX,
+    INT_MIN,
+    RESERVED,
+    check_step,
+    snapshot_record,
+)
 from .writer import DEFAULT_MAX_PENDING, MetricsWriter
 
 __all__ = ["FileLogger", "Logger", "MetricsSink", "NullLogger"]
@@ -205,7 +212,7 @@ class FileLogger:
                 self._steps = count(self._last_step + 1)  # type: ignore[operator]
             # next() on a count is atomic: threads never share an automatic step.
             self._auto_last = record["step"] = step = next(self._steps)
-        elif type(step) is not int:
+        elif type(step) is not int or not INT_MIN <= step <= INT_MAX:
             record["step"] = step = check_step(step)
         self._last_step = step
         pending = writer.pending

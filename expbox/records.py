@@ -12,6 +12,7 @@ defines their type.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import operator
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ import orjson
 
 #: Names every line carries; a metric may not use them.
 RESERVED = ("step", "time")
+
+log = logging.getLogger("expbox")
 
 #: Value types that need no conversion and no range check. ``int`` is not here: an
 #: int must fit the 64 bits orjson writes, so it goes through the slow path.
@@ -116,7 +119,8 @@ def check_step(step: Any) -> int:
             f"step must be an integer, got {_type_name(step)} {step!r}"
         ) from None
     if not INT_MIN <= value <= INT_MAX:
-        raise ValueError(f"step={value} does not fit in 64 bits")
+        shown = value if value.bit_length() < 256 else f"<{value.bit_length()}-bit int>"
+        raise ValueError(f"step={shown} does not fit in 64 bits")
     return value
 
 
@@ -215,5 +219,14 @@ def _encode_slow(record: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, orjson.JSONEncodeError):
+        pass
+    try:
         # Strings with lone surrogates: orjson refuses them, json escapes them.
         return json.dumps(record, allow_nan=False).encode() + b"\n"
+    except (TypeError, ValueError):
+        # Checked records never get here; if one does, keep the line and say so
+        # rather than lose the batch it came with.
+        log.debug("a record could not be encoded: %r", record)
+        safe = {k: v if k in RESERVED else repr(v)[:200] for k, v in record.items()}
+        safe["step"] = repr(record.get("step"))[:40]
+        return json.dumps(safe).encode() + b"\n"

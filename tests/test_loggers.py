@@ -372,3 +372,19 @@ def test_meta_extra_counts_drops_only_with_the_drop_policy(paths):
     dropped = log.meta_extra()["dropped_records"]
     assert dropped > 0
     assert len(lines(paths)) + dropped == 5_000
+
+
+@pytest.mark.parametrize(
+    "step", [2**64, -(2**63) - 1, 10**5000], ids=["2**64", "-2**63-1", "10**5000"]
+)
+def test_a_step_beyond_64_bits_is_refused_at_the_call(logger, paths, step):
+    """An int step that JSON readers cannot hold raises at the call; nothing is lost."""
+    logger.log_metrics({"x": 1.0}, step=0)
+
+    with pytest.raises(ValueError, match="64 bits"):
+        logger.log_metrics({"x": 2.0}, step=step)
+    logger.log_metrics({"x": 3.0}, step=1)
+    logger.flush()
+
+    lines = paths.metrics.read_text().splitlines()
+    assert [orjson.loads(x)["x"] for x in lines] == [1.0, 3.0]
