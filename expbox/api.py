@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -11,7 +12,7 @@ from typing import Any, Callable, Optional, Union
 from . import envvars, opener
 from .config import load_config
 from .context import ExpContext
-from .errors import BoxNotFoundError
+from .errors import BoxExistsError, BoxNotFoundError
 from .ids import claim_box
 from .names import check_name
 from .rank import detect_rank
@@ -121,16 +122,27 @@ def init(
                 f"resume='must' but no box {exp_id!r} exists under {root}"
             )
 
-    exp_id, box = claim_box(
-        root,
-        project=project,
-        exp_id=exp_id,
-        id_style=id_style,
-        prefix=prefix,
-        suffix=suffix,
-        link_style=link_style,
-        id_generator=id_generator,
-    )
+    try:
+        exp_id, box = claim_box(
+            root,
+            project=project,
+            exp_id=exp_id,
+            id_style=id_style,
+            prefix=prefix,
+            suffix=suffix,
+            link_style=link_style,
+            id_generator=id_generator,
+        )
+    except BoxExistsError:
+        if resume_mode == "never":
+            raise
+        # Another process claimed the id between our look and our claim: wait
+        # for its meta.json, then resume (its lock decides who writes).
+        existing = root / exp_id  # type: ignore[operator]
+        _wait_for_meta(existing)
+        return opener.reopen_box(
+            existing, logger, rank_info, options, given_config=config_dict
+        )
     try:
         return opener.create_box(
             box,
@@ -243,7 +255,24 @@ def _writer_options(
     }
 
 
+def _wait_for_meta(box: Path, timeout: float = 10.0) -> None:
+    """Wait for a box that another process is creating to get its meta.json."""
+    deadline = time.monotonic() + timeout
+    while not (box / "meta.json").exists():
+        if time.monotonic() > deadline:
+            raise BoxExistsError(
+                f"{box} exists but has no meta.json after {timeout:.0f} s (an init "
+                "that was killed?); remove the directory or choose another exp_id"
+            )
+        time.sleep(0.01)
+
+
 def _results_root(results_root: Union[str, os.PathLike[str], None]) -> Path:
     if results_root is None:
         results_root = os.environ.get(envvars.RESULTS_ROOT) or "results"
-    return Path(results_root)
+    if os.fspath(results_root) == "":
+        raise ValueError("results_root must not be empty; use '.' for this directory")
+    root = Path(results_root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"results_root={str(root)!r} exists and is not a directory")
+    return root

@@ -74,6 +74,7 @@ def _install_hooks() -> None:
     atexit.register(finalize_all_at_exit)
     _previous_excepthook = sys.excepthook
     sys.excepthook = _excepthook
+    _wrap_sys_exit()
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
     _install_sigterm_handler()
@@ -103,7 +104,34 @@ def _excepthook(exc_type: type, exc: BaseException, tb: Any) -> None:
     hook(exc_type, exc, tb)
 
 
+def _wrap_sys_exit() -> None:
+    """Remember the code passed to ``sys.exit``, which no hook is told about.
+
+    ``atexit`` cannot see the exit status, so ``sys.exit(1)`` would otherwise read
+    as a clean finish. ``raise SystemExit(1)`` written out by hand, and a
+    ``SystemExit`` caught and swallowed by the caller, are not seen this way.
+    """
+    original = sys.exit
+
+    def recording_exit(status: object = None) -> None:
+        global _exit_status
+        _exit_status = status
+        original(status)
+
+    recording_exit.__doc__ = original.__doc__
+    recording_exit.__wrapped__ = original  # type: ignore[attr-defined]
+    sys.exit = recording_exit
+
+
+_exit_status: object = None
+
+
 def _status_for(exc: BaseException | None) -> tuple[str, dict[str, str] | None]:
+    if exc is None and _exit_status not in (None, 0):
+        # sys.exit("message") prints the message and exits with status 1.
+        code = _exit_status if isinstance(_exit_status, int) else 1
+        message = f"sys.exit({_exit_status!r}): exit status {code}"
+        return "failed", {"type": "SystemExit", "message": message}
     if exc is None:
         return "finished", None
     error = {"type": type(exc).__name__, "message": str(exc)}

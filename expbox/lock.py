@@ -40,8 +40,8 @@ class BoxLock:
                 holder = _read_holder(fd)
                 os.close(fd)
                 raise BoxLockedError(
-                    f"{self.path.parent.parent} is being written by another process"
-                    f"{holder}; open it read-only with logger='none' or wait for it"
+                    f"{self.path.parent.parent} is already being written{holder}; "
+                    "open it read-only with logger='none' or wait for it"
                 ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -69,4 +69,6 @@ def _read_holder(fd: int) -> str:
         pid = os.pread(fd, 32, 0).decode().strip()
     except OSError:
         return ""
+    if pid == str(os.getpid()):
+        return " (this process: close the other context first)"
     return f" (pid {pid})" if pid.isdigit() else ""

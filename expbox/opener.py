@@ -6,6 +6,7 @@ arguments first, so everything here may assume valid input.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import warnings
@@ -21,6 +22,7 @@ from .paths import ExpPaths
 from .rank import RankInfo
 
 _log = logging.getLogger("expbox")
+_NONE = object()
 
 
 def _system_info() -> dict[str, Any]:
@@ -235,10 +237,18 @@ def _next_step(paths: ExpPaths) -> int:
 
 
 def open_read_only(box: Path, rank_info: RankInfo, *, writable: bool) -> ExpContext:
+    """A context over a box another process may still be writing.
+
+    ``save`` on it re-reads ``meta.json`` and writes back only the fields the
+    caller changed, so a run that finished meanwhile keeps its status and notes.
+    Two processes saving the same box at the same instant can still lose one
+    of their changes: the read and the write are not one step.
+    """
     from .loggers import NullLogger
 
     paths = ExpPaths(box)
     meta = read_meta(paths.meta)
+    loaded = copy.deepcopy(meta.to_dict())
     ctx = ExpContext(
         exp_id=meta.exp_id,
         paths=paths,
@@ -252,7 +262,13 @@ def open_read_only(box: Path, rank_info: RankInfo, *, writable: bool) -> ExpCont
     if writable:
 
         def write_changed_meta() -> None:
-            write_meta(paths.meta, ctx.meta)
+            mine = ctx.meta.to_dict()
+            changed = {k: v for k, v in mine.items() if loaded.get(k, _NONE) != v}
+            current = read_meta(paths.meta).to_dict()
+            current.update(copy.deepcopy(changed))
+            write_meta(paths.meta, ExperimentMeta.from_dict(current))
+            loaded.clear()
+            loaded.update(copy.deepcopy(current))
 
         ctx._read_only_meta = write_changed_meta
     return ctx

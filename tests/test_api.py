@@ -356,3 +356,57 @@ def test_import_expbox_stays_light():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_read_only_save_keeps_what_the_run_wrote_meanwhile(tmp_path):
+    """Saving a read-only copy changes only its own edits, not the run's later end."""
+    run = xb.init(project="p", exp_id="live", results_root=tmp_path)
+    viewer = xb.load("live", results_root=tmp_path)
+    run.meta.final_note = "from the run"
+    run.close()
+
+    viewer.meta.env_note = "from the viewer"
+    xb.save(viewer)
+
+    meta = read_json(tmp_path / "live" / "meta.json")
+    assert meta["status"] == "finished"
+    assert meta["final_note"] == "from the run"
+    assert meta["env_note"] == "from the viewer"
+    assert meta["finished_at"] is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "pattern"),
+    [("a\nb", "control character"), ("x\x1b[31m", "control character")],
+)
+def test_ids_with_control_characters_are_refused(tmp_path, value, pattern):
+    """An id holding a newline or an escape sequence is refused by name."""
+    with pytest.raises(ValueError, match=pattern):
+        xb.init(project="p", exp_id=value, results_root=tmp_path)
+
+
+def test_an_overlong_id_is_refused_before_the_file_system_sees_it(tmp_path):
+    """An id too long for a file name raises ValueError naming the argument."""
+    with pytest.raises(ValueError, match="exp_id is 300 bytes"):
+        xb.init(project="p", exp_id="x" * 300, results_root=tmp_path)
+
+
+def test_results_root_that_is_a_file_or_empty_is_refused(tmp_path):
+    """A results root that is a regular file, or an empty string, is a clear error."""
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+
+    with pytest.raises(ValueError, match="not a directory"):
+        xb.init(project="p", results_root=afile)
+    with pytest.raises(ValueError, match="must not be empty"):
+        xb.init(project="p", results_root="")
+    assert afile.read_text() == "keep me"
+
+
+def test_opening_a_box_twice_in_one_process_says_so(tmp_path):
+    """A second writer in the same process is told it is this process."""
+    ctx = xb.init(project="p", exp_id="twice", results_root=tmp_path)
+
+    with pytest.raises(BoxLockedError, match="this process"):
+        xb.load("twice", results_root=tmp_path, logger="file")
+    ctx.close()

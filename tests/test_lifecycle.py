@@ -528,3 +528,56 @@ def test_five_hundred_forks_while_two_threads_log(tmp_path):
     for name in ("a", "b"):
         mine = [r["i"] for r in records if r["thread"] == name]
         assert mine == list(range(len(mine)))
+
+
+@pytest.mark.parametrize(("call", "code"), [("sys.exit(3)", 3), ("sys.exit('bad')", 1)])
+def test_nonzero_sys_exit_is_failed_with_the_status(tmp_path, call, code):
+    """sys.exit with a non-zero status or a message leaves failed, not finished."""
+    out = run_child(
+        tmp_path,
+        f"""
+        ctx = xb.init(project="p", exp_id="b", results_root=ROOT)
+        ctx.logger.log_metrics({{"x": 1}})
+        {call}
+        """,
+    )
+
+    assert out.returncode == code
+    meta = meta_of(tmp_path / "b")
+    assert meta["status"] == "failed"
+    assert meta["error"]["type"] == "SystemExit"
+    assert f"exit status {code}" in meta["error"]["message"]
+    assert len(whole_records(tmp_path / "b")) == 1
+
+
+def test_many_processes_resuming_one_id_get_one_writer(tmp_path):
+    """Processes racing on one exp_id with resume='allow': one writes, none crash."""
+    body = """
+    import expbox
+    go = os.path.join(os.path.dirname(ROOT), "go")
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    try:
+        ctx = xb.init(project="p", exp_id="shared", resume="allow", results_root=ROOT)
+    except expbox.BoxLockedError:
+        print("locked")
+    else:
+        ctx.logger.log_metrics({"pid": os.getpid()})
+        time.sleep(1.0)
+        ctx.close()
+        print("wrote")
+    """
+    root = tmp_path / "results"
+    procs = [start_child(root, body) for _ in range(8)]
+    time.sleep(0.5)
+    (tmp_path / "go").write_text("")
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outcomes.append(out.strip())
+
+    assert "wrote" in outcomes
+    assert set(outcomes) <= {"wrote", "locked"}
+    assert [p.name for p in root.iterdir()] == ["shared"]
+    assert meta_of(root / "shared")["status"] == "finished"
