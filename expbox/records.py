@@ -192,7 +192,8 @@ def encode_records(records: list[dict[str, Any]]) -> memoryview:
         return memoryview(b"")
     try:
         data = orjson.dumps([*records, _END])
-    except (TypeError, orjson.JSONEncodeError):
+    except Exception:
+        # One odd record must not cost the chunk: encode each on its own.
         return memoryview(b"".join(_encode_slow(r) for r in records))
     # orjson writes non-finite floats as null; only then do records need a look.
     if b"null" in data:
