@@ -29,7 +29,13 @@ from .config import normalize_config
 from .errors import MissingDependencyError
 from .loggers import FileLogger
 from .paths import ExpPaths
-from .wandb_mode import choose_mode, make_run_id, set_default_timeouts, settings_dict
+from .wandb_mode import (
+    choose_mode,
+    make_run_id,
+    masked_argv,
+    set_default_timeouts,
+    settings_dict,
+)
 from .wandb_sink import DEFAULT_DRAIN_TIMEOUT, WandbSink
 
 _log = logging.getLogger("expbox")
@@ -156,14 +162,17 @@ class WandbLogger(FileLogger):
         options.setdefault("reinit", "create_new")
         options.setdefault("id", resume_run_id or make_run_id(exp_id))
         try:
-            run = wandb.init(
-                project=project,
-                config=normalize_config(dict(config or {})),
-                dir=str(self._box_paths.logs),
-                resume="allow",
-                settings=settings,
-                **options,
-            )
+            # W&B records the command line in the run it keeps in the box; it gets
+            # the one meta.json records, with secret values masked.
+            with masked_argv():
+                run = wandb.init(
+                    project=project,
+                    config=normalize_config(dict(config or {})),
+                    dir=str(self._box_paths.logs),
+                    resume="allow",
+                    settings=settings,
+                    **options,
+                )
         except Exception as exc:
             self._init_error = f"{type(exc).__name__}: {exc}"
             _log.debug("wandb.init failed", exc_info=exc)

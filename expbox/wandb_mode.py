@@ -3,8 +3,8 @@
 These decisions are made before ``wandb.init`` and need nothing from ``wandb``
 itself, so they live apart from the logger and can be tested on plain mappings:
 whether credentials exist (only where they are, never what they are), whether a
-login prompt could be answered, and the timeouts W&B gets unless the caller set
-its own.
+login prompt could be answered, the timeouts W&B gets unless the caller set its
+own, and the command line W&B is shown (the masked one ``meta.json`` records).
 """
 
 from __future__ import annotations
@@ -16,10 +16,14 @@ import re
 import secrets
 import string
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
+
+from .sysinfo import scrub_argv
 
 _log = logging.getLogger("expbox")
 
@@ -174,3 +178,44 @@ def set_default_timeouts(wandb: ModuleType, settings: dict[str, Any]) -> None:
             continue
         if name in known:
             settings[name] = seconds
+
+
+class _ArgvMask:
+    """Who is inside ``masked_argv``, and the original and masked command lines."""
+
+    lock = threading.Lock()
+    depth = 0
+    swap: Optional[tuple[list[str], list[str]]] = None
+
+
+@contextmanager
+def masked_argv() -> Iterator[None]:
+    """Show W&B the command line with secret values masked, as ``meta.json`` has it.
+
+    ``wandb.init`` records ``sys.argv`` in the run file it keeps in the box (and in
+    ``wandb-metadata.json`` once synced). wandb has no setting to replace it, only
+    ``x_disable_meta``, which also drops the host, Python and git state; so while
+    this block runs, ``sys.argv`` is a masked copy, and the original list is put
+    back after. Nothing changes when there is nothing to mask. Safe to enter from
+    several threads at once: the first in masks, the last out restores, and a
+    ``sys.argv`` the caller replaced meanwhile is left as they set it.
+    """
+    with _ArgvMask.lock:
+        if _ArgvMask.depth == 0:
+            argv = getattr(sys, "argv", None)
+            if isinstance(argv, list):
+                masked = scrub_argv(argv)
+                if masked != argv:
+                    _ArgvMask.swap = (argv, masked)
+                    sys.argv = masked
+        _ArgvMask.depth += 1
+    try:
+        yield
+    finally:
+        with _ArgvMask.lock:
+            _ArgvMask.depth -= 1
+            if _ArgvMask.depth == 0 and _ArgvMask.swap is not None:
+                original, masked = _ArgvMask.swap
+                if sys.argv is masked:
+                    sys.argv = original
+                _ArgvMask.swap = None

@@ -24,7 +24,12 @@ wandb = pytest.importorskip("wandb")
 
 from expbox.paths import ExpPaths  # noqa: E402
 from expbox.wandb_logger import WandbLogger  # noqa: E402
-from expbox.wandb_mode import choose_mode, find_credentials, make_run_id  # noqa: E402
+from expbox.wandb_mode import (  # noqa: E402
+    choose_mode,
+    find_credentials,
+    make_run_id,
+    masked_argv,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -569,3 +574,92 @@ def test_two_open_boxes_get_two_runs(tmp_path: Path) -> None:
     assert second.meta_extra()["wandb"]["error"] is None
     assert [s for s, _ in history(read_run_log(first_paths))] == [0, 1, 2]
     assert [s for s, _ in history(read_run_log(second_paths))] == [0, 1, 2]
+
+
+def test_secrets_on_the_command_line_or_in_the_environment_stay_out_of_the_box(
+    tmp_path: Path, wandb_env: dict[str, str]
+) -> None:
+    """W&B's files in the box hold the masked command line and no secret value."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys
+            import expbox as xb
+            argv = sys.argv
+            ctx = xb.init(
+                project="p", logger="wandb", results_root={str(tmp_path / "runs")!r}
+            )
+            ctx.logger.log_metrics({{"loss": 1.0}}, step=0)
+            ctx.close()
+            print(json.dumps({{"same": sys.argv is argv, "argv": sys.argv}}))
+            """
+        ),
+        encoding="utf-8",
+    )
+    argv = ["--api-key=APIKEYSECRETVAL", "--token", "TOKVAL", "--lr", "0.1"]
+    env = {**wandb_env, "MY_SECRET_TOKEN": "ENVSECRETVAL"}
+
+    result = subprocess.run(
+        [sys.executable, str(script), *argv],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "same": True,
+        "argv": [str(script), *argv],
+    }
+    (box,) = (tmp_path / "runs").iterdir()
+    files = [path for path in box.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".wandb" for path in files)
+    secrets = (b"APIKEYSECRETVAL", b"TOKVAL", b"ENVSECRETVAL")
+    leaks = [
+        (str(path.relative_to(box)), secret)
+        for path in files
+        for secret in secrets
+        if secret in path.read_bytes()
+    ]
+    assert leaks == []
+    meta = json.loads((box / "meta.json").read_text(encoding="utf-8"))
+    records = read_run_log(ExpPaths(box))
+    (environment,) = [
+        r["environment"]
+        for r in records
+        if r["type"] == "environment" and "args" in r["environment"]
+    ]
+    assert environment["args"] == meta["system"]["command"][1:]
+    assert environment["args"] == ["--api-key=***", "--token", "***", "--lr", "0.1"]
+    assert environment["host"] and environment["python"]
+
+
+def test_masked_argv_puts_back_the_original_list(monkeypatch: Any) -> None:
+    """sys.argv is masked inside the block only, and a replacement made there stays."""
+    original = ["train.py", "--password", "hunter2", "--lr", "0.1"]
+    monkeypatch.setattr(sys, "argv", original)
+
+    with masked_argv():
+        inside = sys.argv
+        with masked_argv():
+            nested = sys.argv
+        after_nested = sys.argv
+    after = sys.argv
+    with masked_argv():
+        sys.argv = replaced = ["other.py"]
+    after_replace = sys.argv
+    plain = ["train.py", "--lr", "0.1"]
+    monkeypatch.setattr(sys, "argv", plain)
+    with masked_argv():
+        untouched = sys.argv
+
+    assert inside == ["train.py", "--password", "***", "--lr", "0.1"]
+    assert nested is inside and after_nested is inside
+    assert after is original
+    assert original[2] == "hunter2"
+    assert sys.argv is plain and untouched is plain
+    assert after_replace is replaced
