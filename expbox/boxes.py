@@ -26,7 +26,7 @@ import orjson
 from .errors import BoxNotFoundError
 from .names import check_name
 from .paths import META_FILE, ExpPaths
-from .tail import MetricsTail, read_tail
+from .tail import MetricsTail, open_regular, read_tail
 
 logger = logging.getLogger("expbox")
 
@@ -37,6 +37,10 @@ STALE_AFTER_INTERVALS = 3
 #: Statuses a listing can show: the four a box records, plus ``stale`` (recorded
 #: ``running``, but its process is gone) and ``corrupt`` (unreadable ``meta.json``).
 SHOWN_STATUSES = ("running", "stale", "finished", "failed", "terminated", "corrupt")
+
+# The largest pid any supported system hands out (pid_t is a signed 32-bit int); a
+# larger number in meta.json is not a pid, and os.kill would overflow on it.
+_MAX_PID = 2**31 - 1
 
 # A process that started this long after ``meta.json`` was last written cannot be
 # the one that wrote it: its pid was reused (typically after a reboot). The margin
@@ -97,24 +101,41 @@ class BoxInfo:
 
 
 def parse_time(value: Any) -> _dt.datetime | None:
-    """An ISO 8601 timestamp from ``meta.json`` as an aware datetime, else ``None``."""
+    """An ISO 8601 timestamp from ``meta.json`` as an aware datetime, else ``None``.
+
+    A time that cannot be shown in local time (a year 1 or 9999 edge) is ``None``
+    too, so that formatting it later cannot fail.
+    """
     if not isinstance(value, str) or not value:
         return None
     try:
         # Python < 3.11 does not read a trailing "Z".
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        local = parsed.astimezone()
+        local.timestamp()
+    except (ValueError, OverflowError, OSError):
         return None
-    return parsed if parsed.tzinfo is not None else parsed.astimezone()
+    return parsed if parsed.tzinfo is not None else local
 
 
-def _pid_alive(pid: int, written_at: float | None) -> bool:
+def _usable_pid(pid: Any) -> int | None:
+    """``pid`` if it can name a process, else ``None``: never 0 or a negative
+    number, which ``os.kill`` reads as a whole process group."""
+    if type(pid) is int and 0 < pid <= _MAX_PID:
+        return pid
+    return None
+
+
+def _pid_alive(pid: Any, written_at: float | None) -> bool | None:
     """Whether ``pid`` is a live process on this host that may have written the box.
 
     ``EPERM`` from ``kill(pid, 0)`` means the process exists under another user.
     On Linux a zombie counts as gone, and so does a process that started after
-    ``meta.json`` was written (a reused pid).
+    ``meta.json`` was written (a reused pid). ``None`` when the pid cannot tell:
+    it is not a usable pid, or this system cannot be asked.
     """
+    if _usable_pid(pid) is None:
+        return None
     if os.name == "nt":
         # On Windows os.kill(pid, 0) would terminate the process: never judge there.
         return True
@@ -126,11 +147,13 @@ def _pid_alive(pid: int, written_at: float | None) -> bool:
         pass
     except OSError:
         return False
+    except (OverflowError, ValueError):
+        return None
     if not sys.platform.startswith("linux"):
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
+        proc_stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = proc_stat[proc_stat.rindex(")") + 2 :].split()
         if fields[0] in ("Z", "X"):
             return False
         if written_at is None:
@@ -172,18 +195,24 @@ def _liveness(
     host = system.get("host")
     pid = system.get("pid")
     heartbeat = _fresh_mtime(paths.heartbeat)
-    if host == socket.gethostname() and type(pid) is int and pid > 0:
-        if _pid_alive(pid, meta_mtime):
-            return "running", None, heartbeat
+    alive = _pid_alive(pid, meta_mtime) if host == socket.gethostname() else None
+    if alive:
+        return "running", None, heartbeat
+    if alive is False:
         last = max(heartbeat or 0.0, meta_mtime or 0.0)
         with contextlib.suppress(OSError):
             last = max(last, paths.metrics.stat().st_mtime)
         return "stale", f"process {pid} on this host is gone", last
     if heartbeat is None:
-        # Another host and no heartbeat: nothing to judge by, so trust the record.
+        # Another host (or no usable pid) and no heartbeat: nothing to judge by,
+        # so trust the record.
         return "running", None, None
     interval = meta.get("heartbeat_interval")
-    if not isinstance(interval, (int, float)) or interval <= 0:
+    if (
+        not isinstance(interval, (int, float))
+        or isinstance(interval, bool)
+        or not 0 < interval < math.inf
+    ):
         interval = DEFAULT_HEARTBEAT_INTERVAL
     age = time.time() - heartbeat
     if age > STALE_AFTER_INTERVALS * interval:
@@ -203,18 +232,42 @@ def _inspect(path: str, missing_ok: bool) -> BoxInfo | None:
     directory has no ``meta.json`` (it is not a box)."""
     box = Path(path)
     try:
-        with open(os.path.join(path, META_FILE), "rb") as f:
-            meta_mtime = os.fstat(f.fileno()).st_mtime
-            meta = orjson.loads(f.read())
-        if not isinstance(meta, dict):
-            raise ValueError("the top level is not a JSON object")
+        meta, meta_mtime = _read_meta(os.path.join(path, META_FILE))
     except (OSError, ValueError) as exc:
         if missing_ok and isinstance(exc, FileNotFoundError):
             return None
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         logger.debug("unreadable meta.json in %s: %s", path, exc)
         return BoxInfo(box.name, box, "corrupt", None, f"meta.json: {reason}")
+    try:
+        return _judge(box, meta, meta_mtime)
+    except Exception as exc:
+        # Whatever a hand-edited meta.json holds, one box must not break a
+        # listing of all of them: show it as corrupt and say why.
+        logger.debug("cannot understand meta.json in %s", path, exc_info=True)
+        problem = f"meta.json cannot be understood ({type(exc).__name__}: {exc})"
+        return BoxInfo(box.name, box, "corrupt", None, problem)
 
+
+def _read_meta(path: str) -> tuple[dict[str, Any], float]:
+    """The mapping in a ``meta.json`` and its mtime.
+
+    A FIFO in its place is refused instead of hanging the listing.
+
+    Raises:
+        OSError: the file cannot be read or is not a regular file.
+        ValueError: it does not hold a JSON object.
+    """
+    with open_regular(path) as f:
+        mtime = os.fstat(f.fileno()).st_mtime
+        meta = orjson.loads(f.read())
+    if not isinstance(meta, dict):
+        raise ValueError("the top level is not a JSON object")
+    return meta, mtime
+
+
+def _judge(box: Path, meta: dict[str, Any], meta_mtime: float) -> BoxInfo:
+    """The shown status of a box whose ``meta.json`` holds ``meta``."""
     status = meta.get("status")
     info = BoxInfo(
         exp_id=box.name,

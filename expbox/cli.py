@@ -32,6 +32,23 @@ from .tail import MetricsTail, read_tail
 _DEFAULT_LS_KEYS = 3
 _TITLE_WIDTH = 32
 
+# Characters a box's text must not put raw on a terminal: C0 and C1 controls
+# (newlines break a table row, ESC starts an escape sequence), Unicode line
+# breaks, bidirectional overrides, and lone surrogates from undecodable names.
+_UNSAFE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+# The same, less the C0 controls that JSON itself already escapes.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_TEXT_HELP = (
+    " Control characters in ids, titles, names and values are shown escaped"
+    " (\\x1b, \\n)."
+)
+_DURATION_HELP = (
+    "DURATION is in tenths of a second under a second (0.4s), whole seconds under "
+    "a minute, then 2m05s, 3h07m, 2d04h."
+)
+
 
 class _UserError(Exception):
     """A failure explained by its message alone, reported without a traceback."""
@@ -51,18 +68,37 @@ def _split_keys(text: str | None, option: str = "--keys") -> list[str] | None:
     return keys
 
 
+def _safe(text: Any) -> str:
+    """``text`` for a terminal: unsafe characters written as Python escapes
+    (``\\x1b``, ``\\n``), so a box cannot break the layout or drive the terminal."""
+    text = str(text)
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _json_text(value: Any) -> str:
+    """Indented JSON that keeps non-ASCII text readable, with the characters a
+    terminal would act on written as ``\\u`` escapes (still the same JSON)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _fmt_value(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.6g}"
-    text = str(value)
+    text = _safe(value)
     return text if len(text) <= 24 else text[:23] + "…"
 
 
 def _fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
+    if seconds < 1:
+        # Rounded down, like the longer durations: a run of 0.96 s is not "1.0s".
+        return f"{math.floor(seconds * 10) / 10:.1f}s"
     s = int(seconds)
     if s < 60:
         return f"{s}s"
@@ -80,7 +116,7 @@ def _fmt_created(box: _boxes.BoxInfo) -> str:
 
 
 def _clip(text: Any, width: int) -> str:
-    text = "-" if text in (None, "") else str(text).replace("\n", " ")
+    text = "-" if text in (None, "") else _safe(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -96,7 +132,7 @@ def _emit_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
         message = (
             message[len("expbox: ") :] if message.startswith("expbox: ") else message
         )
-        print(f"expbox: note: {message}", file=sys.stderr)
+        print(f"expbox: note: {_safe(message)}", file=sys.stderr)
 
 
 # -- ls ----------------------------------------------------------------------------
@@ -122,42 +158,58 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         # A plain string path: building Path objects is a visible share of the
         # cost when listing thousands of boxes.
         metrics = os.path.join(box.path, "logs", METRICS_FILE)
-        if keys is None:
-            tail = read_tail(metrics, max_bytes=0)
-            tail.values = dict(list(tail.values.items())[:_DEFAULT_LS_KEYS])
-        else:
-            tail = read_tail(metrics, keys)
-        listing.append((box, tail))
+        try:
+            if keys is None:
+                tail = read_tail(metrics, max_bytes=0)
+                tail.values = dict(list(tail.values.items())[:_DEFAULT_LS_KEYS])
+            else:
+                tail = read_tail(metrics, keys)
+            unreadable = None
+        except OSError as exc:
+            # One box's broken metrics file must not hide every other box.
+            tail, unreadable = MetricsTail(), exc.strerror or str(exc)
+            print(
+                f"expbox: note: box {_safe(box.exp_id)}: cannot read "
+                f"logs/{METRICS_FILE} ({_safe(unreadable)})",
+                file=sys.stderr,
+            )
+        listing.append((box, tail, unreadable))
 
     if args.json:
-        print(json.dumps([_ls_entry(box, tail) for box, tail in listing], indent=2))
+        entries = [_ls_entry(box, tail, bad) for box, tail, bad in listing]
+        print(json.dumps(entries, indent=2))
         return 0
     if not listing:
-        print(f"expbox: no boxes under {_results_root(args)}", file=sys.stderr)
+        root = _safe(_results_root(args))
+        print(f"expbox: no boxes under {root}", file=sys.stderr)
         return 0
     header = ["ID", "PROJECT", "TITLE", "STATUS", "CREATED", "DURATION", "STEP"]
-    header += keys if keys is not None else ["METRICS"]
+    header += [_safe(key) for key in keys] if keys is not None else ["METRICS"]
     rows = []
-    for box, tail in listing:
+    for box, tail, unreadable in listing:
         row = [
-            box.exp_id,
+            _safe(box.exp_id),
             _clip(box.get("project"), 20),
             _clip(box.get("title"), _TITLE_WIDTH),
-            box.status,
+            _clip(box.status, 20),
             _fmt_created(box),
             _fmt_duration(box.duration),
-            _fmt_value(tail.last_step),
+            "unreadable" if unreadable else _fmt_value(tail.last_step),
         ]
         if keys is not None:
             row += [_fmt_value(tail.values.get(key)) for key in keys]
         else:
-            row.append(" ".join(f"{k}={_fmt_value(v)}" for k, v in tail.values.items()))
+            row.append(
+                " ".join(f"{_safe(k)}={_fmt_value(v)}" for k, v in tail.values.items())
+            )
         rows.append(row)
     _print_table(header, rows)
     return 0
 
 
-def _ls_entry(box: _boxes.BoxInfo, tail: MetricsTail) -> dict[str, Any]:
+def _ls_entry(
+    box: _boxes.BoxInfo, tail: MetricsTail, unreadable: str | None
+) -> dict[str, Any]:
     duration = box.duration
     return {
         "id": box.exp_id,
@@ -171,6 +223,7 @@ def _ls_entry(box: _boxes.BoxInfo, tail: MetricsTail) -> dict[str, Any]:
         "duration_s": None if duration is None else round(duration, 3),
         "last_step": tail.last_step,
         "last_values": {k: _boxes.json_value(v) for k, v in tail.values.items()},
+        "metrics_problem": unreadable,
         "path": str(box.path),
     }
 
@@ -197,30 +250,30 @@ def _fmt_size(size: int) -> str:
 def _cmd_show(args: argparse.Namespace) -> int:
     box = _boxes.find_box(_results_root(args), args.exp_id)
     status = box.status + (f" ({box.problem})" if box.problem else "")
-    print(f"box: {box.exp_id}\npath: {box.path.resolve()}\nstatus: {status}")
-    print(f"duration: {_fmt_duration(box.duration)}")
+    print(f"box: {_safe(box.exp_id)}\npath: {_safe(box.path.resolve())}")
+    print(f"status: {_safe(status)}\nduration: {_fmt_duration(box.duration)}")
     for key, value in _flatten(box.meta) if box.meta else ():
         if key not in ("exp_id", "status"):
             shown = value if isinstance(value, str) else json.dumps(value)
-            print(f"{key}: {shown}")
+            print(f"{_safe(key)}: {_safe(shown)}")
 
     config = box.paths.config_snapshot
     if config.is_file():
         print(f"\nconfig ({config.relative_to(box.path).as_posix()}):")
         for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
-            print(f"  {line}")
+            print(f"  {_safe(line)}")
 
     print("\nfiles:")
     files = sorted(p for p in box.path.rglob("*") if p.is_file())
     for path in files:
         rel = path.relative_to(box.path).as_posix()
-        print(f"  {rel}  {_fmt_size(path.stat().st_size)}")
+        print(f"  {_safe(rel)}  {_fmt_size(path.stat().st_size)}")
 
-    tail = read_tail(box.paths.metrics, max_bytes=1024 * 1024)
+    tail = _read_tail_of(box, max_bytes=1024 * 1024)
     if tail.exists:
         print(f"\nlast values (step {_fmt_value(tail.last_step)}):")
         for key, value in tail.values.items():
-            print(f"  {key}: {_fmt_value(value)}")
+            print(f"  {_safe(key)}: {_fmt_value(value)}")
         if tail.torn:
             print(
                 "expbox: note: the last line of metrics.jsonl is torn", file=sys.stderr
@@ -230,14 +283,30 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_tail_of(box: _boxes.BoxInfo, **options: Any) -> MetricsTail:
+    """``read_tail`` of the box's metrics file, failing with one line naming the box."""
+    try:
+        return read_tail(box.paths.metrics, **options)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise _UserError(
+            f"box {box.exp_id!r}: cannot read logs/{METRICS_FILE} ({reason})"
+        ) from exc
+
+
 # -- metrics -------------------------------------------------------------------------
 
 
 def _records(box: _boxes.BoxInfo, keys: list[str] | None) -> Iterator[dict[str, Any]]:
     """Stream the records of ``box``, restricted to ``keys`` (plus step and time)."""
     path = box.paths.metrics
-    if not path.is_file():
+    if not path.exists():
         raise _UserError(f"box {box.exp_id!r} has no metrics file ({path})")
+    if not path.is_file():
+        reason = "Is a directory" if path.is_dir() else "not a regular file"
+        raise _UserError(
+            f"box {box.exp_id!r}: cannot read logs/{METRICS_FILE} ({reason})"
+        )
     return read_records(path, keys=keys)
 
 
@@ -318,7 +387,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out.parent.mkdir(exist_ok=True)
     fig.savefig(out, format="png", dpi=100)
     _emit_warnings(caught)
-    print(out)
+    print(_safe(out))
     return 0
 
 
@@ -327,11 +396,11 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     box = _boxes.find_box(_results_root(args), args.exp_id)
-    summary = _boxes.box_summary(box)
+    summary = _boxes.box_summary(box, _read_tail_of(box, max_bytes=1024 * 1024))
     if args.markdown:
         print(_markdown_note(box, summary), end="")
     else:
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
+        print(_json_text(summary))
     if box.meta is None:
         raise _UserError(f"box {box.exp_id!r}: {box.problem}; the file is corrupt")
     return 0
@@ -344,20 +413,28 @@ def _markdown_note(box: _boxes.BoxInfo, summary: dict[str, Any]) -> str:
     front = dict(summary)
     front["tags"] = ["expbox"] + ([summary["project"]] if summary["project"] else [])
     lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()]
-    lines += ["---", "", f"# {summary['title'] or summary['id']}", ""]
+    lines += ["---", "", f"# {_safe(summary['title'] or summary['id'])}", ""]
     if summary["purpose"]:
-        lines += [str(summary["purpose"]), ""]
-    lines += [f"- box: `{summary['id']}` ({summary['status']})", f"- path: {box.path}"]
+        lines += [_safe_paragraph(summary["purpose"]), ""]
+    lines += [
+        f"- box: `{_safe(summary['id'])}` ({_safe(summary['status'])})",
+        f"- path: {_safe(box.path)}",
+    ]
     if summary["wandb_url"]:
-        lines.append(f"- W&B: {summary['wandb_url']}")
+        lines.append(f"- W&B: {_safe(summary['wandb_url'])}")
     finals = {k[6:]: v for k, v in summary.items() if k.startswith("final.")}
     if finals:
         lines += ["", f"## Final metrics (step {summary['last_step']})", ""]
         lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt_value(v)} |" for k, v in finals.items()]
+        lines += [f"| {_safe(k)} | {_fmt_value(v)} |" for k, v in finals.items()]
     if summary["final_note"]:
-        lines += ["", "## Note", "", str(summary["final_note"])]
+        lines += ["", "## Note", "", _safe_paragraph(summary["final_note"])]
     return "\n".join(lines) + "\n"
+
+
+def _safe_paragraph(text: Any) -> str:
+    """Free text for the body of a note: its own line breaks kept, all else safe."""
+    return "\n".join(_safe(line) for line in str(text).split("\n"))
 
 
 # -- entry point ---------------------------------------------------------------------
@@ -385,7 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    ls = sub.add_parser("ls", parents=[common], help="list boxes, newest first")
+    ls = sub.add_parser(
+        "ls",
+        parents=[common],
+        help="list boxes, newest first",
+        description="List boxes, newest first. "
+        + _DURATION_HELP
+        + _TEXT_HELP
+        + " With --json, the same in plain JSON, durations in seconds.",
+    )
     ls.add_argument("--keys", help="comma-separated metrics to show (default: a few)")
     ls.add_argument("--project", help="only boxes of this project")
     ls.add_argument(
@@ -395,7 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true", help="print JSON")
     ls.set_defaults(func=_cmd_ls)
 
-    show = sub.add_parser("show", parents=[common], help="metadata, config, files")
+    show = sub.add_parser(
+        "show",
+        parents=[common],
+        help="metadata, config, files",
+        description="Show one box: metadata, config, files and last values. "
+        + _DURATION_HELP
+        + _TEXT_HELP,
+    )
     show.add_argument("exp_id", metavar="ID")
     show.set_defaults(func=_cmd_show)
 
@@ -452,8 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        return f"{exc.filename}: {exc.strerror}"
-    return " ".join(str(exc).split()) or type(exc).__name__
+        return _safe(f"{exc.filename}: {exc.strerror}")
+    return _safe(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ have been killed mid-write.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -81,6 +83,30 @@ def _parse_record(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """``path`` opened for binary reading, if it is a regular file.
+
+    It is opened without blocking, so that a FIFO in the place of a box's file is
+    refused instead of waiting forever for a writer.
+
+    Raises:
+        OSError: it cannot be opened, or it is a directory or another non-file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            code, reason = errno.EISDIR, os.strerror(errno.EISDIR)
+            raise OSError(code, reason, os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")  # noqa: SIM115 - the caller closes it
+
+
 def read_tail(
     path: str | os.PathLike[str],
     keys: Sequence[str] | None = None,
@@ -98,11 +124,15 @@ def read_tail(
     any other line that is not a JSON object is skipped as well.
 
     Missing files give an empty tail with ``exists=False``.
+
+    Raises:
+        OSError: the file cannot be read, or is not a regular file (a directory,
+            or a FIFO, which is refused rather than waited on).
     """
     tail = MetricsTail()
     wanted = None if keys is None else [k for k in keys if k not in RESERVED]
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below, generator needs it open
+        f = open_regular(path)
     except FileNotFoundError:
         tail.exists = False
         return tail
