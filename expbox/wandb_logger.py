@@ -75,7 +75,9 @@ class WandbLogger(FileLogger):
     same records with the same steps, from the writer thread after the local write.
     W&B's files go to ``logs/wandb/`` inside the box. If ``wandb.init`` fails
     (network, timeout, bad credentials) the logger still logs locally and says why
-    in a warning and in ``meta_extra()``.
+    in a warning and in ``meta_extra()``. W&B records the command line with secret
+    values masked, as ``meta.json`` does; ``settings={"x_disable_meta": True}``
+    keeps W&B from recording any system metadata at all.
 
     Args:
         paths: The box.
