@@ -349,3 +349,104 @@ def test_tail_skips_a_torn_line_inside_the_file(tmp_path: Path) -> None:
 
     assert not tail.torn
     assert tail.last_step == 1 and tail.values == {"loss": 0.5, "val": 3.0}
+
+
+@pytest.mark.parametrize("pid", [-1, 0, 2**32, 2**63 - 1, "4242", 1.5, True, None])
+def test_a_pid_that_names_no_process_is_judged_by_heartbeat(
+    tmp_path: Path, pid: Any
+) -> None:
+    """A running box on this host whose pid is not a usable pid is judged by its
+    heartbeat, never by os.kill."""
+    box = make_box(
+        tmp_path,
+        "a",
+        status="running",
+        finished_at=None,
+        system={"host": HOST, "pid": pid},
+    )
+    without_heartbeat = boxes.inspect_box(box)
+    beat = box / "logs" / "heartbeat"
+    beat.touch()
+    os.utime(beat, (time.time() - 3600, time.time() - 3600))
+    with_old_heartbeat = boxes.inspect_box(box)
+
+    assert without_heartbeat.status == "running"
+    assert with_old_heartbeat.status == "stale"
+    assert "heartbeat" in (with_old_heartbeat.problem or "")
+
+
+@pytest.mark.parametrize("interval", ["10", -1, 0, True, [5], 1e308])
+def test_a_malformed_heartbeat_interval_falls_back_to_the_default(
+    tmp_path: Path, interval: Any
+) -> None:
+    """A heartbeat interval that is not a positive number is replaced by the
+    default, so an hour-old heartbeat is stale and a fresh one is not."""
+    box = make_box(
+        tmp_path,
+        "a",
+        status="running",
+        finished_at=None,
+        heartbeat_interval=interval,
+        system={"host": "node-elsewhere", "pid": 7},
+    )
+    beat = box / "logs" / "heartbeat"
+    beat.touch()
+    fresh = boxes.inspect_box(box).status
+    os.utime(beat, (time.time() - 3600, time.time() - 3600))
+    old = boxes.inspect_box(box).status
+
+    assert fresh == "running"
+    assert old == ("running" if interval == 1e308 else "stale")
+
+
+MALFORMED_META: list[Any] = [
+    [1, 2],
+    "a string",
+    {"status": "finished", "created_at": 1767261600},
+    {"status": "finished", "created_at": "0001-01-01T00:00:00+05:00"},
+    {"status": "finished", "finished_at": "9999-12-31T23:59:59-05:00"},
+    {"status": "running", "system": "node-1"},
+    {"status": "running", "system": {"host": HOST, "pid": "12"}},
+    {"status": "running", "heartbeat_interval": "often"},
+    {"status": "running", "heartbeat_interval": -5},
+    {"status": "finished", "extra": {"wandb": ["not", "a", "mapping"]}},
+    {"status": "finished", "extra": "not a mapping"},
+    {"status": ["running"]},
+]
+
+
+@pytest.mark.parametrize("meta", MALFORMED_META)
+def test_a_malformed_meta_never_breaks_the_listing(tmp_path: Path, meta: Any) -> None:
+    """Each malformed box is listed, the good one too, and its summary can be made."""
+    make_box(tmp_path, "good")
+    bad = make_box(tmp_path, "bad")
+    (bad / "meta.json").write_text(json.dumps(meta))
+
+    listed = {box.exp_id: box for box in boxes.list_boxes(tmp_path)}
+    summary = boxes.box_summary(listed["bad"])
+
+    assert listed["good"].status == "finished"
+    assert listed["bad"].status in boxes.SHOWN_STATUSES
+    if not isinstance(meta, dict) or not isinstance(meta.get("status"), str):
+        assert listed["bad"].status == "corrupt" and listed["bad"].problem
+    assert summary["id"] == "bad" and summary["wandb_url"] is None
+    assert listed["bad"].duration is None or listed["bad"].duration >= 0
+
+
+def test_a_time_beyond_local_range_is_unknown() -> None:
+    """A timestamp that cannot be shown in local time is read as unknown."""
+    assert boxes.parse_time("0001-01-01T00:00:00+05:00") is None
+    assert boxes.parse_time("9999-12-31T23:59:59-05:00") is None
+    assert boxes.parse_time("2026-01-01T00:00:00Z") is not None
+
+
+def test_a_directory_in_place_of_meta_is_corrupt(tmp_path: Path) -> None:
+    """A directory named meta.json makes its box corrupt, not the listing fail."""
+    make_box(tmp_path, "good")
+    bad = make_box(tmp_path, "bad")
+    (bad / "meta.json").unlink()
+    (bad / "meta.json").mkdir()
+
+    listed = {box.exp_id: box.status for box in boxes.list_boxes(tmp_path)}
+
+    assert listed == {"good": "finished", "bad": "corrupt"}

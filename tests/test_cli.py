@@ -589,3 +589,207 @@ def test_notion_sync_without_token_is_an_error(root: Path) -> None:
     )
 
     assert result.returncode == 1 and "NOTION_TOKEN" in result.stderr
+
+
+BAD_PIDS = [2**32, -1, 0, "4242", 1.5, True]
+
+
+def column(listing: str, name: str) -> dict[str, str]:
+    """One column of an ``ls`` table by box id, read from the header's position."""
+    header, *rows = listing.splitlines()
+    start = header.index(name)
+    return {row.split()[0]: (row[start:].split() or [""])[0] for row in rows}
+
+
+@pytest.mark.parametrize("pid", BAD_PIDS)
+@pytest.mark.parametrize("command", ["ls", "show", "metrics", "summary", "plot"])
+def test_a_box_with_an_impossible_pid_breaks_no_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, pid: Any
+) -> None:
+    """A running box whose pid cannot name a process is shown like any other."""
+    make_box(tmp_path, "good", records=[{"step": 0, "time": 1.0, "loss": 1.0}])
+    make_box(
+        tmp_path,
+        "odd",
+        records=[{"step": 3, "time": 1.0, "loss": 0.5}],
+        status="running",
+        finished_at=None,
+        system={"host": HOST, "pid": pid},
+    )
+    argv = [command, "--results-root", str(tmp_path)]
+    argv += [] if command == "ls" else ["odd"]
+    argv += ["loss", "-o", str(tmp_path / "p.png")] if command == "plot" else []
+
+    code, out, err = run(argv, capsys)
+
+    assert code == 0, err
+    if command == "ls":
+        assert {line.split()[0] for line in out.splitlines()[1:]} == {"good", "odd"}
+    if command in ("show", "summary"):
+        assert "running" in out
+
+
+def test_ls_goes_on_past_a_box_whose_metrics_file_is_a_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls lists every box, marks the one whose metrics cannot be read, and notes why."""
+    make_box(tmp_path, "good", records=[{"step": 4, "time": 1.0, "loss": 0.5}])
+    bad = make_box(tmp_path, "bad")
+    (bad / "logs" / "metrics.jsonl").mkdir()
+
+    code, out, err = run(["ls", "--results-root", str(tmp_path)], capsys)
+    _, as_json, _ = run(["ls", "--json", "--results-root", str(tmp_path)], capsys)
+
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    entries = {entry["id"]: entry for entry in json.loads(as_json)}
+    assert code == 0
+    assert set(rows) == {"good", "bad"}
+    assert "unreadable" in rows["bad"] and "loss=0.5" in rows["good"]
+    assert err.count("\n") == 1 and "bad" in err and "Is a directory" in err
+    assert entries["bad"]["metrics_problem"] == "Is a directory"
+    assert entries["good"]["metrics_problem"] is None
+
+
+@pytest.mark.parametrize("command", ["show", "metrics", "summary", "plot"])
+def test_one_box_whose_metrics_file_is_a_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """show, metrics, summary and plot of such a box exit 1 with one line naming it."""
+    bad = make_box(tmp_path, "bad")
+    (bad / "logs" / "metrics.jsonl").mkdir()
+    argv = [command, "--results-root", str(tmp_path), "bad"]
+    argv += ["loss"] if command == "plot" else []
+
+    code, _, err = run(argv, capsys)
+
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("expbox: error: box 'bad'")
+    assert "metrics.jsonl (Is a directory)" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_ls_does_not_wait_on_a_fifo_in_a_box(tmp_path: Path) -> None:
+    """A FIFO in place of meta.json or metrics.jsonl is reported, not read from."""
+    make_box(tmp_path, "good")
+    fifo_meta = tmp_path / "fifo_meta"
+    (fifo_meta / "logs").mkdir(parents=True)
+    os.mkfifo(fifo_meta / "meta.json")
+    fifo_metrics = make_box(tmp_path, "fifo_metrics")
+    os.mkfifo(fifo_metrics / "logs" / "metrics.jsonl")
+
+    result = run_child(["ls", "--results-root", str(tmp_path)])
+
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert result.returncode == 0, result.stderr
+    assert set(rows) == {"good", "fifo_meta", "fifo_metrics"}
+    assert " corrupt " in rows["fifo_meta"] and "unreadable" in rows["fifo_metrics"]
+
+
+def test_ls_lists_every_malformed_box(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls and ls --json go on past every kind of malformed meta.json."""
+    malformed: dict[str, Any] = {
+        "list": [1, 2],
+        "string": "text",
+        "number_time": {"status": "finished", "created_at": 1767261600},
+        "year_one": {"status": "finished", "created_at": "0001-01-01T00:00:00+05:00"},
+        "year_9999": {"status": "finished", "created_at": "9999-12-31T23:59:59-05:00"},
+        "system_text": {"status": "running", "system": "node-1"},
+        "interval_text": {"status": "running", "heartbeat_interval": "often"},
+        "interval_negative": {"status": "running", "heartbeat_interval": -5},
+        "wandb_list": {"status": "finished", "extra": {"wandb": ["x"]}},
+        "title_list": {"status": "finished", "title": [1, {"a": None}]},
+    }
+    make_box(tmp_path, "good")
+    for name, meta in malformed.items():
+        (make_box(tmp_path, name) / "meta.json").write_text(json.dumps(meta))
+
+    code, out, err = run(["ls", "--results-root", str(tmp_path)], capsys)
+    json_code, as_json, _ = run(
+        ["ls", "--json", "--results-root", str(tmp_path)], capsys
+    )
+
+    rows = column(out, "STATUS")
+    assert code == 0 and json_code == 0, err
+    assert set(rows) == {"good", *malformed}
+    assert rows["list"] == "corrupt" and rows["string"] == "corrupt"
+    assert rows["good"] == "finished" and rows["wandb_list"] == "finished"
+    assert {entry["id"] for entry in json.loads(as_json)} == set(rows)
+    for name in ("year_one", "wandb_list"):
+        assert run(["summary", "--results-root", str(tmp_path), name], capsys)[0] == 0
+
+
+ESC_TITLE = "\x1b[31mred\nsecond line"
+
+
+def test_ls_and_show_escape_control_characters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Control characters in an id, title, project or metric name are printed
+    escaped, keeping one line per box and no raw escape sequence."""
+    make_box(
+        tmp_path,
+        "evil\x1b[2Jid",
+        records=[{"step": 1, "time": 1.0, "lo\x1bss": 0.5, "note": "a\nb"}],
+        title=ESC_TITLE,
+        project="p\x1b]0;x\x07",
+    )
+    make_box(tmp_path, "plain")
+
+    code, out, _ = run(["ls", "--results-root", str(tmp_path)], capsys)
+    show_code, shown, _ = run(["show", "--results-root", str(tmp_path), "evil"], capsys)
+    keys_code, keyed, _ = run(
+        ["ls", "--results-root", str(tmp_path), "--keys", "lo\x1bss"], capsys
+    )
+
+    assert code == show_code == keys_code == 0
+    for text in (out, shown, keyed):
+        assert "\x1b" not in text and "\x07" not in text
+    assert len(out.splitlines()) == 3
+    assert "evil\\x1b[2Jid" in out and "\\x1b[31mred\\nsecond" in out
+    assert "lo\\x1bss=0.5" in out and "note=a\\nb" in out
+    assert "box: evil\\x1b[2Jid" in shown and "p\\x1b]0;x\\x07" in shown
+    assert "title: \\x1b[31mred\\nsecond line\n" in shown
+    assert column(keyed, "lo\\x1bss")["evil\\x1b[2Jid"] == "0.5"
+
+
+def test_json_output_keeps_control_characters_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ls --json and summary stay JSON that reads back the exact text, with no raw
+    control character on the terminal."""
+    title = ESC_TITLE + "\x9b1m\u2028é"
+    make_box(tmp_path, "a", title=title, records=[{"step": 0, "time": 1.0, "x": 1}])
+
+    _, listed, _ = run(["ls", "--json", "--results-root", str(tmp_path)], capsys)
+    _, summary, _ = run(["summary", "--results-root", str(tmp_path), "a"], capsys)
+
+    for text in (listed, summary):
+        assert not any(ch in text for ch in "\x1b\x9b\u2028")
+    assert json.loads(listed)[0]["title"] == title
+    assert json.loads(summary)["title"] == title
+    assert "é" in summary
+
+
+@pytest.mark.parametrize(
+    ("finished_at", "shown"),
+    [
+        ("2026-01-01T10:00:00.400+00:00", "0.4s"),
+        ("2026-01-01T10:00:00.990+00:00", "0.9s"),
+        ("2026-01-01T10:00:00.000+00:00", "0.0s"),
+        ("2026-01-01T10:00:07.900+00:00", "7s"),
+        ("2026-01-01T10:02:05.000+00:00", "2m05s"),
+    ],
+)
+def test_duration_shows_tenths_under_a_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], finished_at: str, shown: str
+) -> None:
+    """A run shorter than a second shows its duration in tenths, not as 0s."""
+    make_box(tmp_path, "a", finished_at=finished_at)
+
+    _, out, _ = run(["ls", "--results-root", str(tmp_path)], capsys)
+    _, details, _ = run(["show", "--results-root", str(tmp_path), "a"], capsys)
+
+    assert column(out, "DURATION") == {"a": shown}
+    assert f"duration: {shown}\n" in details
