@@ -111,6 +111,8 @@ def parse_time(value: Any) -> _dt.datetime | None:
     try:
         # Python < 3.11 does not read a trailing "Z".
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is not None and 1 < parsed.year < 9999:
+            return parsed
         local = parsed.astimezone()
         local.timestamp()
     except (ValueError, OverflowError, OSError):
