@@ -20,6 +20,14 @@ exists, so a value that cannot be stored fails at ``init`` and names its key:
   (``bool``, ``float``, ``None``, a tuple) is refused.
 - Anything else (functions, multi-element arrays, bytes, arbitrary objects)
   raises ``TypeError`` naming the key path, e.g. ``config['model']['act']``.
+
+Two limits keep a hostile or mistaken config from hanging ``init``: at most
+``MAX_CONFIG_VALUES`` values, counting every mapping, list and scalar once per
+place it appears (a YAML alias or a Python object used twice counts twice,
+because the stored config repeats it), and at most ``MAX_CONFIG_DEPTH`` levels
+of nested mappings and lists. Both are checked before anything is converted, on
+the shared structure, so a small file whose aliases would expand to billions
+of values is refused at once with a ``ValueError`` naming the file.
 """
 
 from __future__ import annotations
@@ -27,15 +35,23 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import gc
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePath
 from typing import Any
 
 from expbox.atomic import atomic_write_bytes
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+#: Most values a config may hold, aliases expanded (see the module doc).
+MAX_CONFIG_VALUES = 1_000_000
+#: Most levels of mappings and lists a config may nest (the top mapping is 1).
+MAX_CONFIG_DEPTH = 100
+
+_PLAIN_SCALARS = (bool, int, float, type(None))
 
 
 def load_config(
@@ -50,15 +66,17 @@ def load_config(
     Raises:
         FileNotFoundError: The file does not exist.
         ValueError: The extension is not supported, the file does not parse
-            (the message names the file, line and column), or its top level is
-            not a mapping.
+            (the message names the file, line and column), its top level is
+            not a mapping, or it holds more than ``MAX_CONFIG_VALUES`` values
+            or nests deeper than ``MAX_CONFIG_DEPTH`` levels (the message
+            names the file).
         TypeError: ``config`` is of another type, or holds a value that cannot
             be stored (see ``normalize_config``).
     """
     if config is None:
         return {}, None
     if isinstance(config, Mapping):
-        return normalize_config(config), None
+        return _checked_normalize(config, "config", "config"), None
     if not isinstance(config, (str, os.PathLike)):
         raise TypeError(
             "config must be a mapping, a path to a JSON or YAML file, or None; "
@@ -87,7 +105,7 @@ def load_config(
             f"config file {source!r} must hold a mapping at the top level, "
             f"got {type(data).__name__}"
         )
-    return normalize_config(data), source
+    return _checked_normalize(data, "config", f"config file {source!r}"), source
 
 
 def normalize_config(value: Any, key: str = "config") -> Any:
@@ -100,10 +118,11 @@ def normalize_config(value: Any, key: str = "config") -> Any:
     Raises:
         TypeError: A value or a mapping key that cannot be stored; the message
             names its key path and type.
-        ValueError: A container that contains itself, or a string that cannot
-            be encoded as UTF-8.
+        ValueError: A container that contains itself, a string that cannot
+            be encoded as UTF-8, more than ``MAX_CONFIG_VALUES`` values, or
+            more than ``MAX_CONFIG_DEPTH`` levels of nesting.
     """
-    return _normalize(value, key, set())
+    return _checked_normalize(value, key, key)
 
 
 def write_config_snapshot(path: Path, config: Mapping[Any, Any]) -> None:
@@ -114,19 +133,25 @@ def write_config_snapshot(path: Path, config: Mapping[Any, Any]) -> None:
     """
     import yaml
 
-    class _NoAliasDumper(yaml.SafeDumper):
+    # libyaml's emitter writes a large config several times faster than the
+    # pure-Python one; it escapes characters outside the BMP (emoji) as \U...,
+    # which read back the same.
+    base = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+    class _NoAliasDumper(base):  # type: ignore[valid-type,misc]
         # Anchors and aliases (&id001) would make a snapshot harder to read and
         # edit; a config small enough to snapshot can afford repeating a value.
         def ignore_aliases(self, data: Any) -> bool:
             return True
 
-    text = yaml.dump(
-        config,
-        Dumper=_NoAliasDumper,
-        sort_keys=False,
-        allow_unicode=True,
-        default_flow_style=False,
-    )
+    with _gc_paused():
+        text = yaml.dump(
+            config,
+            Dumper=_NoAliasDumper,
+            sort_keys=False,
+            allow_unicode=True,
+            default_flow_style=False,
+        )
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -152,6 +177,8 @@ def read_config_snapshot(path: Path) -> dict[Any, Any]:
 def _parse_json(text: str, source: str) -> Any:
     try:
         return json.loads(text)
+    except RecursionError:
+        raise _too_deep(f"config file {source!r}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(
             f"config file {source!r} is not valid JSON: {exc.msg} "
@@ -162,8 +189,12 @@ def _parse_json(text: str, source: str) -> Any:
 def _parse_yaml(text: str, source: str) -> Any:
     import yaml
 
+    # The pure-Python loader on purpose: libyaml's composer recurses in C and
+    # crashes the interpreter on a file nested some thousands of levels deep.
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise _too_deep(f"config file {source!r}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -171,6 +202,137 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise ValueError(
             f"config file {source!r} is not valid YAML: {problem}{where}"
         ) from None
+
+
+def _checked_normalize(value: Any, key: str, what: str) -> Any:
+    """Check the limits on ``value`` (naming it ``what``), then normalize it."""
+    _check_limits(value, key, what)
+    with _gc_paused():
+        return _normalize(value, key, set())
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Building a large config allocates many containers and would trigger
+    # repeated full collections that find nothing; pausing the collector for
+    # the duration makes a big config about a third faster.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _TooDeep(Exception):
+    """Raised inside ``_measure``; collects the key path while it unwinds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path: list[Any] = []
+
+
+def _check_limits(value: Any, key: str, what: str) -> None:
+    """Raise ValueError when ``value`` is over ``MAX_CONFIG_VALUES`` or too deep.
+
+    Sizes of containers met before are remembered by identity, so a structure
+    that shares itself (YAML aliases) costs its distinct containers only.
+    """
+    sizes: dict[int, tuple[int, int]] = {}
+    try:
+        count, _ = _measure(value, sizes, set(), 1)
+    except _TooDeep as exc:
+        at = key + "".join(f"[{k!r}]" for k in reversed(exc.path))
+        raise _too_deep(what, at) from None
+    if count > MAX_CONFIG_VALUES:
+        raise ValueError(
+            f"{what} holds more than {MAX_CONFIG_VALUES:,} values, counting a "
+            "repeated (YAML alias) part each time it appears; expbox refuses it "
+            "so that init stays fast. Keep bulk data in a file and put its path "
+            "in the config"
+        )
+
+
+def _too_deep(what: str, at: str | None = None) -> ValueError:
+    where = f" (at {at})" if at else ""
+    return ValueError(
+        f"{what} is nested too deeply: expbox accepts at most {MAX_CONFIG_DEPTH} "
+        f"levels of mappings and lists{where}"
+    )
+
+
+def _measure(
+    value: Any, sizes: dict[int, tuple[int, int]], active: set[int], depth: int
+) -> tuple[int, int]:
+    """Return how many values ``value`` expands to and how deep it nests.
+
+    Mirrors the containers ``_normalize`` walks into; everything else counts
+    as one value. A container met again inside itself counts as one, so that
+    ``_normalize`` can report the cycle with its key path.
+    """
+    kind = type(value)
+    if kind is dict or kind is list or kind is tuple:
+        pass
+    elif isinstance(value, enum.Enum):
+        return _measure(value.value, sizes, active, depth)
+    elif not isinstance(value, (Mapping, list, tuple, set, frozenset)) and not (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    ):
+        return 1, 0
+
+    known = sizes.get(id(value))
+    if known is None and id(value) in active:
+        return 1, 0
+    if known is None:
+        if depth > MAX_CONFIG_DEPTH:
+            raise _TooDeep()
+        active.add(id(value))
+        count, height = 1, 1
+        for v in _children(value):
+            if type(v) is str or type(v) in _PLAIN_SCALARS:
+                count += 1
+                continue
+            try:
+                n, h = _measure(v, sizes, active, depth + 1)
+            except _TooDeep as exc:
+                exc.path.append(_key_of(value, v))
+                raise
+            count += n
+            height = max(height, h + 1)
+            if count > MAX_CONFIG_VALUES:
+                break
+        active.discard(id(value))
+        known = sizes[id(value)] = (count, height)
+    elif depth - 1 + known[1] > MAX_CONFIG_DEPTH:
+        # A shared container seen before at a shallower place; re-walk it
+        # only to find the key path that crosses the limit.
+        sizes.pop(id(value))
+        return _measure(value, sizes, active, depth)
+    return known
+
+
+def _children(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value.values()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return value
+    return (getattr(value, f.name) for f in dataclasses.fields(value))
+
+
+def _key_of(container: Any, child: Any) -> Any:
+    """Return the key or index under which ``child`` sits (only for messages)."""
+    if isinstance(container, Mapping):
+        pairs: Any = container.items()
+    elif isinstance(container, (list, tuple)):
+        pairs = enumerate(container)
+    elif isinstance(container, (set, frozenset)):
+        return "an element"
+    else:
+        pairs = (
+            (f.name, getattr(container, f.name)) for f in dataclasses.fields(container)
+        )
+    return next(k for k, v in pairs if v is child)
 
 
 def _normalize(value: Any, key: str, active: set[int]) -> Any:
@@ -214,7 +376,10 @@ def _normalize_container(value: Any, key: str, active: set[int]) -> Any:
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
     elif isinstance(value, (list, tuple)):
-        return [_normalize(v, f"{key}[{i}]", active) for i, v in enumerate(value)]
+        return [
+            v if type(v) in _PLAIN_SCALARS else _normalize(v, f"{key}[{i}]", active)
+            for i, v in enumerate(value)
+        ]
     elif isinstance(value, (set, frozenset)):
         element = f"an element of {key}"
         return _sorted([_normalize(v, element, active) for v in value])
@@ -230,7 +395,10 @@ def _normalize_container(value: Any, key: str, active: set[int]) -> Any:
         stored = _check_key(k, key)
         if stored in result:
             raise ValueError(f"{key} has two keys that are both stored as {stored!r}")
-        result[stored] = _normalize(v, f"{key}[{stored!r}]", active)
+        if type(v) in _PLAIN_SCALARS:
+            result[stored] = v
+        else:
+            result[stored] = _normalize(v, f"{key}[{stored!r}]", active)
     return result
 
 
@@ -256,6 +424,8 @@ def _check_key(k: Any, key: str) -> Any:
 
 
 def _check_utf8(text: str, key: str) -> str:
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

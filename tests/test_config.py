@@ -21,6 +21,8 @@ import torch
 
 from expbox.atomic import atomic_write_bytes
 from expbox.config import (
+    MAX_CONFIG_DEPTH,
+    MAX_CONFIG_VALUES,
     load_config,
     normalize_config,
     read_config_snapshot,
@@ -477,3 +479,121 @@ def test_import_stays_light() -> None:
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def _laughs(levels: int) -> str:
+    """Return a few hundred bytes of YAML whose aliases expand to 9**levels strings."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """A YAML file whose aliases expand past the value limit raises ValueError."""
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_laughs(9))
+
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+
+    assert str(path) in str(info.value)
+    assert f"{MAX_CONFIG_VALUES:,} values" in str(info.value)
+
+
+def test_alias_bomb_is_refused_in_a_child_within_its_timeout(tmp_path: Path) -> None:
+    """Refusing the alias bomb does not expand it, so a child finishes promptly."""
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_laughs(9))
+    code = (
+        "import sys; from expbox.config import load_config\n"
+        "try:\n    load_config(sys.argv[1])\n"
+        "except ValueError as exc:\n    print(type(exc).__name__)\n"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert done.stdout.strip() == "ValueError", done.stderr
+
+
+def test_shared_values_count_each_time_they_appear() -> None:
+    """A mapping config that repeats one big list too often is over the limit."""
+    chunk = list(range(MAX_CONFIG_VALUES // 4))
+
+    normalize_config({"a": chunk, "b": chunk, "c": chunk})
+    with pytest.raises(ValueError, match=r"^config holds more than"):
+        normalize_config({"a": chunk, "b": chunk, "c": chunk, "d": chunk, "e": chunk})
+
+
+def test_large_reasonable_config_loads_and_round_trips(tmp_path: Path) -> None:
+    """A 100,000-value JSON config loads and is snapshotted."""
+    data = {f"run{i}": {"lr": i / 7, "name": f"n{i}", "ok": True} for i in range(25000)}
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(data))
+
+    config, _ = load_config(path)
+    write_config_snapshot(tmp_path / "config.yaml", config)
+
+    assert config == data
+    assert (tmp_path / "config.yaml").read_text().startswith("run0:\n  lr: 0.0\n")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+@pytest.mark.parametrize("depth", [MAX_CONFIG_DEPTH + 1, 400, 5000, 100_000])
+def test_deep_file_is_refused_naming_the_file(
+    tmp_path: Path, suffix: str, depth: int
+) -> None:
+    """A file nested deeper than the limit raises ValueError, not RecursionError."""
+    path = tmp_path / f"deep{suffix}"
+    path.write_text('{"top": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}")
+
+    with pytest.raises(ValueError) as info:
+        load_config(path)
+
+    assert str(path) in str(info.value)
+    assert "nested too deeply" in str(info.value)
+
+
+def test_config_at_the_depth_limit_loads_and_round_trips(tmp_path: Path) -> None:
+    """A config exactly MAX_CONFIG_DEPTH levels deep is kept and snapshotted."""
+    path = tmp_path / "deep.json"
+    path.write_text(
+        '{"top": ' + "[" * (MAX_CONFIG_DEPTH - 1) + "]" * (MAX_CONFIG_DEPTH - 1) + "}"
+    )
+
+    config, _ = load_config(path)
+    write_config_snapshot(tmp_path / "config.yaml", config)
+
+    assert read_config_snapshot(tmp_path / "config.yaml") == config
+
+
+def test_deep_mapping_config_names_the_key_path() -> None:
+    """A deep mapping config raises ValueError naming where it crosses the limit."""
+    config: dict = {}
+    inner = config
+    for _ in range(MAX_CONFIG_DEPTH):
+        inner["k"] = {}
+        inner = inner["k"]
+
+    with pytest.raises(ValueError, match=r"nested too deeply.*config\['k'\]\['k'\]"):
+        normalize_config(config)
+
+
+def test_deep_shared_value_is_refused() -> None:
+    """A shallow alias of a deep part is refused where it nests past the limit."""
+    deep: list = []
+    inner = deep
+    for _ in range(MAX_CONFIG_DEPTH - 2):
+        inner.append([])
+        inner = inner[0]
+
+    normalize_config({"a": deep})
+    with pytest.raises(
+        ValueError, match=r"nested too deeply.*\(at config\['b'\]\['c'\]\[0\]"
+    ):
+        normalize_config({"a": deep, "b": {"c": deep}})
