@@ -29,28 +29,40 @@ GIT_TIMEOUT = 3.0
 
 _log = logging.getLogger("expbox")
 
-# A flag or setting is secret when one of its words is in _SECRET_WORDS, or its
-# last word is in _SECRET_LAST_WORDS. "key" and "token" count only as the last
-# word so that --key-dim or --token-budget stay readable while --api-key,
-# --hf_token and wandb.api_key=... are masked.
-_SECRET_WORDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "passphrase",
-        "secret",
-        "apikey",
-        "credential",
-        "credentials",
-        "authorization",
-        "cookie",
-    }
+# A name (flag, setting, query parameter, header) is split into words at every
+# character that is not a letter or digit. It is secret when a word contains one
+# of _SECRET_STEMS, so glued names such as dbpassword, PGPASSWORD, clientsecret
+# or xapikey count; or when its last word, the one that says what the value is,
+# is "key" or "pass", ends with one of _SECRET_ENDINGS (accesstoken, basicauth,
+# dbpwd) or starts with "auth" but not "author" (authtoken, authheader). That
+# keeps --max-tokens, --tokenizer, --key-dim, --token-budget, --author and
+# --bypass readable.
+_SECRET_STEMS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "credential",
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "authorization",
 )
-_SECRET_LAST_WORDS = frozenset({"key", "token", "pass", "pwd", "auth"})
+_SECRET_LAST_WORDS = frozenset({"key", "pass"})
+_SECRET_ENDINGS = ("token", "auth", "pwd", "cookie")
 
-_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#\s]*@")
+# scheme:// where a URL starts, anywhere in an argument.
+_URL_START = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_QUERY_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[^=&#;\s]+)=)[^&#;\s]*")
 _SETTING = re.compile(r"(?P<name>[+~]{0,2}[A-Za-z_][\w.\-/]*)=")
+# An HTTP header "Name: value", alone or as the value of --flag=...
+_HEADER = re.compile(r"(?P<lead>(?:^|=)\s*(?P<name>[A-Za-z][\w\-]*)\s*:\s*)\S.*", re.S)
+# "Bearer <token>" anywhere; "Basic <base64>" only as a whole value, and only
+# when the credential is not a plain lowercase word ("basic training").
+_BEARER = re.compile(r"(?P<lead>\bbearer\s+)[^\s\"',;]+", re.I)
+_BASIC = re.compile(
+    r"(?P<lead>(?:^|=)\s*basic\s+)(?P<cred>[A-Za-z0-9+/]{8,}={0,2})\s*$", re.I
+)
 
 
 def collect_system_info(
@@ -137,9 +149,13 @@ def scrub_argv(argv: list[str]) -> list[str]:
     ``--token abc``, ``--password``, ``--secret``, ``--key``, ``--hf_token``,
     ``--db-pass``), the value of a ``name=value`` setting named like one
     (``wandb.api_key=abc``, ``API_TOKEN=abc``), and credentials inside URLs
-    anywhere (``https://user:pass@host`` and ``?token=...``). Single-dash flags
+    anywhere (``https://user:pass@host`` and ``?token=...``). An argument
+    holding a secret-named HTTP header (``Authorization: ...``, ``Cookie: ...``,
+    ``X-Api-Key: ...``) keeps only the header name; ``Bearer <token>`` anywhere
+    and a whole value ``Basic <base64>`` keep only the scheme. Single-dash flags
     with a long name (``-api_key``) count as long flags; one-letter flags such
-    as ``-p`` are kept, being too ambiguous to guess.
+    as ``-p`` are kept, being too ambiguous to guess. See ``is_secret_name``
+    for which names count as secret.
     """
     scrubbed: list[str] = []
     mask_next = False
@@ -164,8 +180,20 @@ def scrub_argv(argv: list[str]) -> list[str]:
             if setting and is_secret_name(setting.group("name")):
                 scrubbed.append(setting.group(0) + MASK)
                 continue
-        scrubbed.append(scrub_url(arg) if "://" in arg else arg)
+        scrubbed.append(_scrub_text(arg))
     return scrubbed
+
+
+def _scrub_text(text: str) -> str:
+    """Mask a secret header, an Authorization scheme and URL credentials in text."""
+    header = _HEADER.search(text)
+    if header and is_secret_name(header.group("name")):
+        return text[: header.end("lead")] + MASK
+    text = _BEARER.sub(lambda m: m.group("lead") + MASK, text)
+    basic = _BASIC.search(text)
+    if basic and not basic.group("cred").islower():
+        text = text[: basic.end("lead")] + MASK
+    return scrub_url(text) if "://" in text else text
 
 
 def scrub_url(url: str) -> str:
@@ -175,8 +203,16 @@ def scrub_url(url: str) -> str:
     parameters named like a secret (``?access_token=...``) get the value
     ``***``. Text that is not a URL comes back unchanged; scp-like remotes
     (``git@host:org/x.git``) carry no secret and are kept.
+
+    The user part ends at the last ``@`` before the first ``/``, ``?`` or
+    ``#``, so a password may hold ``@``. A password may also hold ``/``, ``?``
+    or ``#`` when the user part has the form ``user:password``: if what
+    follows ``scheme://`` up to the first ``/`` has a colon not followed by a
+    port number, everything up to the last ``@`` before the query (``?`` or
+    ``#`` after the first ``@``) is removed, an ``@`` in the path included.
+    Otherwise (``https://host/user@mail``) the ``@`` is in the path and kept.
     """
-    url = _URL_USERINFO.sub(lambda m: m.group("scheme"), url)
+    url = _strip_userinfo(url)
     if "?" not in url:
         return url
     return _URL_QUERY_PARAM.sub(
@@ -186,11 +222,59 @@ def scrub_url(url: str) -> str:
 
 
 def is_secret_name(name: str) -> bool:
-    """Tell whether a flag, setting or parameter name looks like it holds a secret."""
+    """Tell whether a flag, setting, parameter or header name looks secret.
+
+    See the rule above ``_SECRET_STEMS``: ``db_password``, ``dbpassword``,
+    ``accesstoken``, ``api-key`` and ``Authorization`` are secret;
+    ``max_tokens``, ``tokenizer`` and ``key_dim`` are not.
+    """
     words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
     if not words:
         return False
-    return words[-1] in _SECRET_LAST_WORDS or any(w in _SECRET_WORDS for w in words)
+    if any(stem in w for w in words for stem in _SECRET_STEMS):
+        return True
+    last = words[-1]
+    return (
+        last in _SECRET_LAST_WORDS
+        or last.endswith(_SECRET_ENDINGS)
+        or (last.startswith("auth") and not last.startswith("author"))
+    )
+
+
+def _strip_userinfo(text: str) -> str:
+    """Remove ``user:password@`` after every ``scheme://`` in ``text``."""
+    parts: list[str] = []
+    done = 0
+    for match in _URL_START.finditer(text):
+        start = match.end()
+        if start < done:
+            continue
+        parts.append(text[done:start])
+        done = start + _userinfo_length(text, start)
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def _userinfo_length(text: str, start: int) -> int:
+    """Return how many characters from ``start`` are ``userinfo@`` (0 if none)."""
+    space = re.search(r"\s", text[start:])
+    rest = text[start : start + space.start()] if space else text[start:]
+    cut = re.search(r"[/?#]", rest)
+    authority = rest[: cut.start()] if cut else rest
+    if "@" in authority:
+        return authority.rindex("@") + 1
+    at = rest.find("@", len(authority))
+    if at < 0 or authority.startswith("["):
+        return 0
+    _, colon, port = authority.partition(":")
+    if not colon or port.isdigit() or not port:
+        return 0
+    # user:pa/ss@host/path: which @ ends the password cannot be told from one
+    # in the path, so take the last one before the query; cutting too much of
+    # the path is better than keeping part of a password.
+    query = re.search(r"[?#]", rest[at:])
+    end = at + query.start() if query else len(rest)
+    return rest.rindex("@", 0, end) + 1
 
 
 def _git(cwd: Path, *args: str) -> str | None:

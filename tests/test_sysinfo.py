@@ -60,6 +60,37 @@ SECRETS = {
             ["--url=https://h.com/x?access_token=***&a=1"],
         ),
         (["https://ghp_tok@github.com/o/r.git"], ["https://github.com/o/r.git"]),
+        (["PGPASSWORD=pw", "--dbpassword=pw"], ["PGPASSWORD=***", "--dbpassword=***"]),
+        (
+            ["--accesstoken", "t", "--authtoken=t"],
+            ["--accesstoken", "***", "--authtoken=***"],
+        ),
+        (
+            ["--clientsecret", "s", "--basicauth=u:p"],
+            ["--clientsecret", "***", "--basicauth=***"],
+        ),
+        (["--header", "Authorization: Bearer t"], ["--header", "Authorization: ***"]),
+        (["-H", "authorization:Basic dXNlcjpwYXNz"], ["-H", "authorization:***"]),
+        (
+            ["--header=X-Api-Key: k", "Cookie: s=1"],
+            ["--header=X-Api-Key: ***", "Cookie: ***"],
+        ),
+        (["--auth-header", "Bearer t.u.v"], ["--auth-header", "Bearer ***"]),
+        (["--note=Bearer t", "Basic dXNlcjpwYXNz"], ["--note=Bearer ***", "Basic ***"]),
+        (["--title", "basic training"], ["--title", "basic training"]),
+        (
+            ["--header", "Content-Type: text/plain"],
+            ["--header", "Content-Type: text/plain"],
+        ),
+        (["https://x:PA/SS?V#L@host/p"], ["https://host/p"]),
+        (
+            ["--max-tokens", "5", "--tokenizer", "t5", "--key-dim", "64"],
+            ["--max-tokens", "5", "--tokenizer", "t5", "--key-dim", "64"],
+        ),
+        (
+            ["--author", "ana", "--bypass-cache", "1", "--num-keys", "2"],
+            ["--author", "ana", "--bypass-cache", "1", "--num-keys", "2"],
+        ),
     ],
 )
 def test_scrub_argv(argv: list[str], expected: list[str]) -> None:
@@ -90,6 +121,13 @@ def test_scrub_argv_leaves_its_argument_alone() -> None:
         ("https://h/p?X-Api-Key=abc#frag", "https://h/p?X-Api-Key=***#frag"),
         ("https://h/p?sort_key_order=1", "https://h/p?sort_key_order=1"),
         ("https://h/user@mail/x", "https://h/user@mail/x"),
+        ("https://h:8080/user@mail/x", "https://h:8080/user@mail/x"),
+        ("https://x:PA/SSVAL@host/p", "https://host/p"),
+        ("https://u:a/b@c/d@host/p?m=e@f", "https://host/p?m=e@f"),
+        ("https://u:a/b?c#d@host:9/p?q=1", "https://host:9/p?q=1"),
+        ("https://:pw/x@host", "https://host"),
+        ("http://[::1]:80/a@b", "http://[::1]:80/a@b"),
+        ("see https://u:p/w@h/x and http://t@h2", "see https://h/x and http://h2"),
         ("not a url", "not a url"),
     ],
 )
@@ -111,11 +149,27 @@ def test_scrub_url(url: str, expected: str) -> None:
         ("num_tokens", False),
         ("tokenizer", False),
         ("keyboard", False),
+        ("dbpassword", True),
+        ("PGPASSWORD", True),
+        ("accesstoken", True),
+        ("AWSSecretAccessKey", True),
+        ("xapikey", True),
+        ("basicauth", True),
+        ("auth_header", False),
+        ("authheader", True),
+        ("Authorization", True),
+        ("session-cookie", True),
+        ("mysql_pwd", True),
+        ("max_tokens", False),
+        ("token_budget", False),
+        ("author", False),
+        ("bypass", False),
+        ("monkey", False),
         ("", False),
     ],
 )
 def test_is_secret_name(name: str, secret: bool) -> None:
-    """Names with a secret word, or ending in key or token, count as secret."""
+    """Names containing a secret word, or whose last word names a secret, count."""
     assert is_secret_name(name) is secret
 
 
@@ -316,3 +370,39 @@ def test_without_git_installed_fields_are_null(
     info = collect_system_info(argv=[], environ={}, cwd=repo)
 
     assert set(info["git"].values()) == {None}
+
+
+def test_secret_arguments_never_reach_meta_json(tmp_path: Path) -> None:
+    """Glued secret names, auth headers and URL passwords are masked in meta.json."""
+    code = (
+        "import expbox as xb; "
+        f"ctx = xb.init(project='p', results_root={str(tmp_path)!r}); ctx.close()"
+    )
+    argv = [
+        "PGPASSWORD=PGPASSVAL",
+        "--dbpassword=DBPWVAL",
+        "--accesstoken=ACCTOKVAL",
+        "--header",
+        "Authorization: Bearer BEARERVAL",
+        "https://x:PA/SSVAL@host/p",
+        "--max-tokens",
+        "5",
+    ]
+
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    (meta,) = tmp_path.glob("*/meta.json")
+    text = meta.read_text()
+    assert "VAL" not in text
+    assert json.loads(text)["system"]["command"][-3:] == [
+        "https://host/p",
+        "--max-tokens",
+        "5",
+    ]
