@@ -191,8 +191,23 @@ def _parse_yaml(text: str, source: str) -> Any:
 
     # The pure-Python loader on purpose: libyaml's composer recurses in C and
     # crashes the interpreter on a file nested some thousands of levels deep.
+    class _BoundedLoader(yaml.SafeLoader):
+        def flatten_mapping(self, node: Any) -> None:
+            # Merge keys (<<: *a) copy entries in the parser itself, so a few
+            # nested merges of merges grow exponentially before any value
+            # exists to be counted.
+            super().flatten_mapping(node)
+            if len(node.value) > MAX_CONFIG_VALUES:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"merge keys (<<) expand to more than {MAX_CONFIG_VALUES:,} "
+                    "entries",
+                    node.start_mark,
+                )
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)
     except RecursionError:
         raise _too_deep(f"config file {source!r}") from None
     except yaml.YAMLError as exc:

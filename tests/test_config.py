@@ -597,3 +597,27 @@ def test_deep_shared_value_is_refused() -> None:
         ValueError, match=r"nested too deeply.*\(at config\['b'\]\['c'\]\[0\]"
     ):
         normalize_config({"a": deep, "b": {"c": deep}})
+
+
+def test_merge_key_bomb_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """YAML merge keys that would expand exponentially raise ValueError at once."""
+    path = tmp_path / "merge.yaml"
+    lines = ["m0: &m0 {a: 1, b: 2, c: 3}"]
+    for i in range(1, 9):
+        lines.append(f"m{i}: &m{i} {{<<: [" + ", ".join([f"*m{i - 1}"] * 9) + "]}")
+    path.write_text("\n".join(lines) + "\n")
+
+    with pytest.raises(ValueError, match="merge keys") as info:
+        load_config(path)
+
+    assert str(path) in str(info.value)
+
+
+def test_merge_keys_still_work(tmp_path: Path) -> None:
+    """An ordinary YAML merge key is expanded as before."""
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {lr: 0.1, bs: 8}\nrun: {<<: *b, bs: 16}\n")
+
+    config, _ = load_config(path)
+
+    assert config["run"] == {"lr": 0.1, "bs": 16}
