@@ -25,9 +25,9 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, Optional
 
-from .config import normalize_config
 from .errors import MissingDependencyError
 from .loggers import FileLogger
+from .normalize import normalize_config
 from .paths import ExpPaths
 from .wandb_mode import (
     choose_mode,

@@ -20,14 +20,8 @@ import pytest
 import torch
 
 from expbox.atomic import atomic_write_bytes
-from expbox.config import (
-    MAX_CONFIG_DEPTH,
-    MAX_CONFIG_VALUES,
-    load_config,
-    normalize_config,
-    read_config_snapshot,
-    write_config_snapshot,
-)
+from expbox.config import load_config, read_config_snapshot, write_config_snapshot
+from expbox.normalize import MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES, normalize_config
 
 
 class Color(enum.Enum):
