@@ -23,6 +23,20 @@ from typing import Any, NoReturn
 import orjson
 
 from . import boxes as _boxes
+from .display import (
+    DURATION_HELP,
+    TEXT_HELP,
+    clip,
+    flatten,
+    format_created,
+    format_duration,
+    format_size,
+    format_value,
+    json_text,
+    markdown_note,
+    print_table,
+    safe,
+)
 from .envvars import RESULTS_ROOT
 from .errors import ExpboxError, MissingDependencyError
 from .paths import METRICS_FILE
@@ -31,23 +45,6 @@ from .tail import MetricsTail, read_tail
 
 _DEFAULT_LS_KEYS = 3
 _TITLE_WIDTH = 32
-
-# Characters a box's text must not put raw on a terminal: C0 and C1 controls
-# (newlines break a table row, ESC starts an escape sequence), Unicode line
-# breaks, bidirectional overrides, and lone surrogates from undecodable names.
-_UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
-# The same, less the C0 controls that JSON itself already escapes.
-_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_TEXT_HELP = (
-    " Control characters in ids, titles, names and values are shown escaped"
-    " (\\x1b, \\n)."
-)
-_DURATION_HELP = (
-    "DURATION is in tenths of a second under a second (0.4s), whole seconds under "
-    "a minute, then 2m05s, 3h07m, 2d04h."
-)
 
 
 class _UserError(Exception):
@@ -68,71 +65,12 @@ def _split_keys(text: str | None, option: str = "--keys") -> list[str] | None:
     return keys
 
 
-def _safe(text: Any) -> str:
-    """``text`` for a terminal: unsafe characters written as Python escapes
-    (``\\x1b``, ``\\n``), so a box cannot break the layout or drive the terminal."""
-    text = str(text)
-    if _UNSAFE.search(text) is None:
-        return text
-    return _UNSAFE.sub(lambda m: repr(m.group())[1:-1], text)
-
-
-def _json_text(value: Any) -> str:
-    """Indented JSON that keeps non-ASCII text readable, with the characters a
-    terminal would act on written as ``\\u`` escapes (still the same JSON)."""
-    text = json.dumps(value, indent=2, ensure_ascii=False)
-    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def _fmt_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = _safe(value)
-    return text if len(text) <= 24 else text[:23] + "…"
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        # Rounded down, like the longer durations: a run of 0.96 s is not "1.0s".
-        return f"{math.floor(seconds * 10) / 10:.1f}s"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def _fmt_created(box: _boxes.BoxInfo) -> str:
-    if box.created is None:
-        return "-"
-    return box.created.astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-def _clip(text: Any, width: int) -> str:
-    text = "-" if text in (None, "") else _safe(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _print_table(header: Sequence[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
-    for row in [list(header), *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
-        print("  ".join(cells).rstrip())
-
-
 def _emit_warnings(caught: Iterable[warnings.WarningMessage]) -> None:
     for message in dict.fromkeys(str(w.message) for w in caught):
         message = (
             message[len("expbox: ") :] if message.startswith("expbox: ") else message
         )
-        print(f"expbox: note: {_safe(message)}", file=sys.stderr)
+        print(f"expbox: note: {safe(message)}", file=sys.stderr)
 
 
 # -- ls ----------------------------------------------------------------------------
@@ -169,8 +107,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             # One box's broken metrics file must not hide every other box.
             tail, unreadable = MetricsTail(), exc.strerror or str(exc)
             print(
-                f"expbox: note: box {_safe(box.exp_id)}: cannot read "
-                f"logs/{METRICS_FILE} ({_safe(unreadable)})",
+                f"expbox: note: box {safe(box.exp_id)}: cannot read "
+                f"logs/{METRICS_FILE} ({safe(unreadable)})",
                 file=sys.stderr,
             )
         listing.append((box, tail, unreadable))
@@ -180,30 +118,30 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(json.dumps(entries, indent=2))
         return 0
     if not listing:
-        root = _safe(_results_root(args))
+        root = safe(_results_root(args))
         print(f"expbox: no boxes under {root}", file=sys.stderr)
         return 0
     header = ["ID", "PROJECT", "TITLE", "STATUS", "CREATED", "DURATION", "STEP"]
-    header += [_safe(key) for key in keys] if keys is not None else ["METRICS"]
+    header += [safe(key) for key in keys] if keys is not None else ["METRICS"]
     rows = []
     for box, tail, unreadable in listing:
         row = [
-            _safe(box.exp_id),
-            _clip(box.get("project"), 20),
-            _clip(box.get("title"), _TITLE_WIDTH),
-            _clip(box.status, 20),
-            _fmt_created(box),
-            _fmt_duration(box.duration),
-            "unreadable" if unreadable else _fmt_value(tail.last_step),
+            safe(box.exp_id),
+            clip(box.get("project"), 20),
+            clip(box.get("title"), _TITLE_WIDTH),
+            clip(box.status, 20),
+            format_created(box),
+            format_duration(box.duration),
+            "unreadable" if unreadable else format_value(tail.last_step),
         ]
         if keys is not None:
-            row += [_fmt_value(tail.values.get(key)) for key in keys]
+            row += [format_value(tail.values.get(key)) for key in keys]
         else:
             row.append(
-                " ".join(f"{_safe(k)}={_fmt_value(v)}" for k, v in tail.values.items())
+                " ".join(f"{safe(k)}={format_value(v)}" for k, v in tail.values.items())
             )
         rows.append(row)
-    _print_table(header, rows)
+    print_table(header, rows)
     return 0
 
 
@@ -231,49 +169,33 @@ def _ls_entry(
 # -- show ----------------------------------------------------------------------------
 
 
-def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, value
-
-
-def _fmt_size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
-
-
 def _cmd_show(args: argparse.Namespace) -> int:
     box = _boxes.find_box(_results_root(args), args.exp_id)
     status = box.status + (f" ({box.problem})" if box.problem else "")
-    print(f"box: {_safe(box.exp_id)}\npath: {_safe(box.path.resolve())}")
-    print(f"status: {_safe(status)}\nduration: {_fmt_duration(box.duration)}")
-    for key, value in _flatten(box.meta) if box.meta else ():
+    print(f"box: {safe(box.exp_id)}\npath: {safe(box.path.resolve())}")
+    print(f"status: {safe(status)}\nduration: {format_duration(box.duration)}")
+    for key, value in flatten(box.meta) if box.meta else ():
         if key not in ("exp_id", "status"):
             shown = value if isinstance(value, str) else json.dumps(value)
-            print(f"{_safe(key)}: {_safe(shown)}")
+            print(f"{safe(key)}: {safe(shown)}")
 
     config = box.paths.config_snapshot
     if config.is_file():
         print(f"\nconfig ({config.relative_to(box.path).as_posix()}):")
         for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
-            print(f"  {_safe(line)}")
+            print(f"  {safe(line)}")
 
     print("\nfiles:")
     files = sorted(p for p in box.path.rglob("*") if p.is_file())
     for path in files:
         rel = path.relative_to(box.path).as_posix()
-        print(f"  {_safe(rel)}  {_fmt_size(path.stat().st_size)}")
+        print(f"  {safe(rel)}  {format_size(path.stat().st_size)}")
 
     tail = _read_tail_of(box, max_bytes=1024 * 1024)
     if tail.exists:
-        print(f"\nlast values (step {_fmt_value(tail.last_step)}):")
+        print(f"\nlast values (step {format_value(tail.last_step)}):")
         for key, value in tail.values.items():
-            print(f"  {_safe(key)}: {_fmt_value(value)}")
+            print(f"  {safe(key)}: {format_value(value)}")
         if tail.torn:
             print(
                 "expbox: note: the last line of metrics.jsonl is torn", file=sys.stderr
@@ -378,7 +300,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("step" if args.x == "step" else "seconds since first record")
-    fig.suptitle(_clip(f"{box.exp_id}: {box.get('title') or ''}".rstrip(": "), 80))
+    fig.suptitle(clip(f"{box.exp_id}: {box.get('title') or ''}".rstrip(": "), 80))
     if args.output:
         out = Path(args.output)
     else:
@@ -387,7 +309,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         out.parent.mkdir(exist_ok=True)
     fig.savefig(out, format="png", dpi=100)
     _emit_warnings(caught)
-    print(_safe(out))
+    print(safe(out))
     return 0
 
 
@@ -398,43 +320,12 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     box = _boxes.find_box(_results_root(args), args.exp_id)
     summary = _boxes.box_summary(box, _read_tail_of(box, max_bytes=1024 * 1024))
     if args.markdown:
-        print(_markdown_note(box, summary), end="")
+        print(markdown_note(box, summary), end="")
     else:
-        print(_json_text(summary))
+        print(json_text(summary))
     if box.meta is None:
         raise _UserError(f"box {box.exp_id!r}: {box.problem}; the file is corrupt")
     return 0
-
-
-def _markdown_note(box: _boxes.BoxInfo, summary: dict[str, Any]) -> str:
-    """An Obsidian note: YAML front matter with the summary, then a readable body."""
-    import yaml
-
-    front = dict(summary)
-    front["tags"] = ["expbox"] + ([summary["project"]] if summary["project"] else [])
-    lines = ["---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).strip()]
-    lines += ["---", "", f"# {_safe(summary['title'] or summary['id'])}", ""]
-    if summary["purpose"]:
-        lines += [_safe_paragraph(summary["purpose"]), ""]
-    lines += [
-        f"- box: `{_safe(summary['id'])}` ({_safe(summary['status'])})",
-        f"- path: {_safe(box.path)}",
-    ]
-    if summary["wandb_url"]:
-        lines.append(f"- W&B: {_safe(summary['wandb_url'])}")
-    finals = {k[6:]: v for k, v in summary.items() if k.startswith("final.")}
-    if finals:
-        lines += ["", f"## Final metrics (step {summary['last_step']})", ""]
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {_safe(k)} | {_fmt_value(v)} |" for k, v in finals.items()]
-    if summary["final_note"]:
-        lines += ["", "## Note", "", _safe_paragraph(summary["final_note"])]
-    return "\n".join(lines) + "\n"
-
-
-def _safe_paragraph(text: Any) -> str:
-    """Free text for the body of a note: its own line breaks kept, all else safe."""
-    return "\n".join(_safe(line) for line in str(text).split("\n"))
 
 
 # -- entry point ---------------------------------------------------------------------
@@ -467,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="list boxes, newest first",
         description="List boxes, newest first. "
-        + _DURATION_HELP
-        + _TEXT_HELP
+        + DURATION_HELP
+        + TEXT_HELP
         + " With --json, the same in plain JSON, durations in seconds.",
     )
     ls.add_argument("--keys", help="comma-separated metrics to show (default: a few)")
@@ -485,8 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="metadata, config, files",
         description="Show one box: metadata, config, files and last values. "
-        + _DURATION_HELP
-        + _TEXT_HELP,
+        + DURATION_HELP
+        + TEXT_HELP,
     )
     show.add_argument("exp_id", metavar="ID")
     show.set_defaults(func=_cmd_show)
@@ -544,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        return _safe(f"{exc.filename}: {exc.strerror}")
-    return _safe(" ".join(str(exc).split()) or type(exc).__name__)
+        return safe(f"{exc.filename}: {exc.strerror}")
+    return safe(" ".join(str(exc).split()) or type(exc).__name__)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import json
 import logging
 import os
-import socket
 import threading
 import time
 import warnings
@@ -31,11 +29,17 @@ from typing import Any, Callable, Optional
 
 from . import envvars
 from .errors import WriterError
+from .metrics_file import (
+    file_identity,
+    open_for_append,
+    read_float_env,
+    read_fsync_interval,
+    write_heartbeat,
+)
 from .records import RESERVED, encode_records
 
 log = logging.getLogger("expbox")
 
-DEFAULT_FSYNC_INTERVAL = 2.0
 #: Records waiting for the writer before callers wait: about 0.5 KiB each for a
 #: record of a few floats, so about 32 MiB at most.
 DEFAULT_MAX_PENDING = 65_536
@@ -122,7 +126,7 @@ class MetricsWriter:
             raise ValueError(f"max_pending={max_pending!r} must be at least 1")
         self.path = Path(path)
         self.heartbeat_path = heartbeat_path
-        self.fsync_interval = _fsync_interval(fsync_interval)
+        self.fsync_interval = read_fsync_interval(fsync_interval)
         self.heartbeat_interval = float(heartbeat_interval)
         self.max_pending = max_pending
         self.drop_when_full = on_full == "drop"
@@ -147,8 +151,8 @@ class MetricsWriter:
         self._close_result = 0
         self._warned_state = False
 
-        self._fd = _open_for_append(self.path)
-        self._identity = _file_identity(os.fstat(self._fd))
+        self._fd = open_for_append(self.path)
+        self._identity = file_identity(os.fstat(self._fd))
         self._write_heartbeat()
         self._thread: Optional[threading.Thread] = threading.Thread(
             target=self._run, name=f"expbox-writer:{exp_id}", daemon=True
@@ -431,7 +435,7 @@ class MetricsWriter:
     def _check_file(self) -> bool:
         """Reopen the metrics file if another program removed or replaced it."""
         try:
-            same = _file_identity(os.stat(self.path)) == self._identity
+            same = file_identity(os.stat(self.path)) == self._identity
         except FileNotFoundError:
             same = False
         if same:
@@ -440,12 +444,12 @@ class MetricsWriter:
             OSError(errno.ENOENT, "the file was removed or replaced"), "append to"
         )
         try:
-            fd = _open_for_append(self.path)
+            fd = open_for_append(self.path)
         except OSError:
             return False
         os.close(self._fd)
         self._fd = fd
-        self._identity = _file_identity(os.fstat(fd))
+        self._identity = file_identity(os.fstat(fd))
         return True
 
     def _fail(self, exc: BaseException, action: str) -> None:
@@ -489,8 +493,7 @@ class MetricsWriter:
     def _write_heartbeat(self) -> None:
         if self.heartbeat_path is None:
             return
-        text = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
-        Path(self.heartbeat_path).write_text(text + "\n")
+        write_heartbeat(self.heartbeat_path)
         self._last_heartbeat = time.monotonic()
 
     def _become_inert(self) -> None:
@@ -522,7 +525,7 @@ def _after_fork_in_child() -> None:
 
 def _close_at_exit() -> None:
     """Close writers nobody closed, so records logged before exit are durable."""
-    timeout = _float_env(envvars.EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT)
+    timeout = read_float_env(envvars.EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT)
     for writer in list(_live):
         try:
             writer.close(timeout)
@@ -532,40 +535,3 @@ def _close_at_exit() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_close_at_exit)
-
-
-def _open_for_append(path: Path) -> int:
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-    fd = os.open(path, flags, 0o644)
-    try:
-        # A line torn by SIGKILL must not swallow the first new record.
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            os.write(fd, b"\n")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _file_identity(st: os.stat_result) -> tuple[int, int]:
-    return (st.st_dev, st.st_ino)
-
-
-def _fsync_interval(value: Optional[float]) -> float:
-    if value is None:
-        value = _float_env(envvars.FSYNC_INTERVAL, DEFAULT_FSYNC_INTERVAL)
-    value = float(value)
-    if value < 0:
-        raise ValueError(f"fsync_interval={value!r} must be 0 or more seconds")
-    return value
-
-
-def _float_env(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
