@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from expbox.errors import BoxExistsError
-from expbox.names import check_name
+from expbox.names import MAX_NAME_BYTES, check_name
 
 ID_STYLES = ("datetime", "seq", "random", "custom")
 LINK_STYLES = {"kebab": "-", "snake": "_"}
@@ -26,6 +26,9 @@ RANDOM_LENGTH = 8
 
 #: Upper bound on names tried before giving up; far above any real contention.
 MAX_ATTEMPTS = 10_000
+#: The longest counter an id is checked for before anything is created, so that
+#: a generated id still makes a valid box name after ten thousand of its kind.
+COUNTER_ROOM = "-9999"
 
 IdGenerator = Callable[[str, Path], str]
 
@@ -41,7 +44,6 @@ def claim_box(
     link_style: str = "kebab",
     id_generator: IdGenerator | None = None,
     now: datetime | None = None,
-    exist_ok: bool = False,
 ) -> tuple[str, Path]:
     """Create the box directory atomically and return ``(exp_id, path)``.
 
@@ -62,7 +64,11 @@ def claim_box(
       style whatever ``id_style`` says.
 
     The counter always joins with ``-`` and sits before the suffix, so
-    ``rbc_250124-1530-2_v1`` still ends with ``_v1``. Only the box directory
+    ``rbc_250124-1530-2_v1`` still ends with ``_v1``. Before anything is
+    created, the whole id must be a valid box name (``check_name``) even with
+    the room a counter takes (``COUNTER_ROOM``; the ``seq`` number counts as
+    four digits), so a long prefix or suffix fails early with a ValueError
+    rather than making a box that cannot be loaded. Only the box directory
     itself is created here (``results_root`` with parents); its
     sub-directories are the caller's.
 
@@ -78,16 +84,16 @@ def claim_box(
         link_style: ``"kebab"`` or ``"snake"``.
         id_generator: Makes the core id, called once per claim.
         now: The time for the ``datetime`` style, used as given (naive or aware).
-        exist_ok: Return an existing box named by ``exp_id`` instead of raising.
 
     Returns:
         The id and the path of the box directory.
 
     Raises:
-        ValueError: An unknown style, an unsafe id, prefix or suffix, or
-            ``exp_id`` combined with ``prefix``/``suffix``.
-        BoxExistsError: ``exp_id`` exists and ``exist_ok`` is false, or no
-            free name was found within ``MAX_ATTEMPTS`` tries.
+        ValueError: An unknown style, an unsafe id, prefix or suffix, an id
+            too long for a file name once joined, or ``exp_id`` combined with
+            ``prefix``/``suffix``.
+        BoxExistsError: ``exp_id`` exists, or no free name was found within
+            ``MAX_ATTEMPTS`` tries.
     """
     link = _check_styles(id_style, link_style, id_generator)
     head = "" if prefix is None else check_name(prefix, "prefix") + link
@@ -102,24 +108,31 @@ def claim_box(
             )
         check_name(exp_id, "exp_id")
         root.mkdir(parents=True, exist_ok=True)
-        return exp_id, _claim_explicit(root / exp_id, exist_ok)
+        return exp_id, _claim_explicit(root / exp_id)
 
+    given = [n for n, v in (("prefix", prefix), ("suffix", suffix)) if v is not None]
     if id_generator is not None:
+        # The shortest possible core first, so a prefix or suffix too long for
+        # any id fails before the results root is created.
+        _check_id(head + "x", COUNTER_ROOM, tail, given)
         # The generator may look at the boxes already there, so the root
         # exists before it is called.
         root.mkdir(parents=True, exist_ok=True)
         core = check_name(id_generator(project, root), "id_generator result")
-        check_name(head + core + tail, "exp_id")
+        _check_id(head + core, COUNTER_ROOM, tail, [*given, "the id_generator result"])
         return _claim_counted(root, head + core, tail)
     if id_style == "datetime":
         core = (now if now is not None else datetime.now()).strftime("%y%m%d-%H%M")
+        _check_id(head + core, COUNTER_ROOM, tail, given)
         root.mkdir(parents=True, exist_ok=True)
         return _claim_counted(root, head + core, tail)
     if id_style == "seq":
         stem = f"{head}{slugify_project(project)}-"
-        check_name(stem + "01" + tail, "exp_id")
+        _check_id(stem, "9999", tail, [*given, "the project name"])
         root.mkdir(parents=True, exist_ok=True)
         return _claim_seq(root, stem, tail)
+    # A random id is redrawn when taken, never counted.
+    _check_id(head + "x" * RANDOM_LENGTH, "", tail, given)
     root.mkdir(parents=True, exist_ok=True)
     return _claim_random(root, head, tail)
 
@@ -167,12 +180,24 @@ def _check_styles(
     return LINK_STYLES[link_style]
 
 
-def _claim_explicit(box: Path, exist_ok: bool) -> Path:
+def _check_id(stem: str, room: str, tail: str, parts: list[str]) -> None:
+    """Refuse an id that is no valid box name once ``room`` is made for a counter."""
+    longest = stem + room + tail
+    size = len(longest.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        with_room = f" with room for a counter ({room!r})" if room else ""
+        shorten = ", ".join(parts[:-1]) + " or " + parts[-1] if parts[1:] else parts[0]
+        raise ValueError(
+            f"the exp_id would be {size} bytes in UTF-8{with_room}, and at most "
+            f"{MAX_NAME_BYTES} fit a box name; shorten {shorten}"
+        )
+    check_name(longest, "exp_id")
+
+
+def _claim_explicit(box: Path) -> Path:
     try:
         os.mkdir(box)
     except FileExistsError:
-        if exist_ok and box.is_dir():
-            return box
         if box.is_dir():
             raise BoxExistsError(
                 f"box {box} already exists; resume it explicitly or choose "
@@ -214,6 +239,9 @@ def _claim_numbered(
     # next one keeps the claimed numbers consecutive under contention.
     for number in range(start, start + MAX_ATTEMPTS):
         name = f"{stem}{number:0{width}d}{tail}"
+        # Past the counter room checked up front, a longer number could make
+        # a name too long; refuse it as a ValueError, not an OSError.
+        check_name(name, "exp_id")
         if _try_claim(root / name):
             return name, root / name
     raise BoxExistsError(

@@ -15,6 +15,7 @@ import pytest
 from expbox import ids
 from expbox.errors import BoxExistsError
 from expbox.ids import claim_box, slugify_project
+from expbox.names import check_name
 
 NOW = datetime(2025, 1, 24, 15, 30, 12)
 BAD_NAMES = ["a/b", "a\\b", "..", "a\x00b", "", ".hidden", " padded"]
@@ -283,23 +284,68 @@ def test_existing_explicit_exp_id_raises_naming_the_box(tmp_path: Path) -> None:
         claim_box(tmp_path, project="p", exp_id="run_A")
 
 
-def test_exist_ok_returns_the_existing_box(tmp_path: Path) -> None:
-    """With exist_ok=True an existing box is returned as it is."""
-    _, box = claim_box(tmp_path, project="p", exp_id="run_A")
-    (box / "kept.txt").write_text("x")
+@pytest.mark.parametrize("style", ["datetime", "random", "seq"])
+@pytest.mark.parametrize("length", [100, 150])
+def test_prefix_and_suffix_too_long_together_are_refused_before_any_directory(
+    tmp_path: Path, style: str, length: int
+) -> None:
+    """A prefix and suffix whose joined id is no valid box name raise ValueError."""
+    root = tmp_path / "results"
 
-    exp_id, again = claim_box(tmp_path, project="p", exp_id="run_A", exist_ok=True)
+    with pytest.raises(ValueError, match="shorten prefix,? (or )?suffix"):
+        claim_box(
+            root, project="p", id_style=style, prefix="a" * length, suffix="b" * length
+        )
 
-    assert (exp_id, again) == ("run_A", box)
-    assert (again / "kept.txt").read_text() == "x"
+    assert not root.exists()
 
 
-def test_exist_ok_refuses_a_file_in_the_way(tmp_path: Path) -> None:
-    """A file with the box's name is an error even with exist_ok=True."""
-    (tmp_path / "run_A").write_text("not a box")
+def test_prefix_and_suffix_too_long_for_a_generated_id_are_refused(
+    tmp_path: Path,
+) -> None:
+    """With an id_generator, a too long prefix and suffix fail before any mkdir."""
+    root = tmp_path / "results"
 
-    with pytest.raises(BoxExistsError, match="not a directory"):
-        claim_box(tmp_path, project="p", exp_id="run_A", exist_ok=True)
+    with pytest.raises(ValueError, match="shorten prefix or suffix"):
+        claim_box(
+            root, project="p", prefix="a" * 100, suffix="b" * 100, id_generator=str
+        )
+
+    assert not root.exists()
+
+
+def test_a_generated_id_leaves_room_for_its_counter(tmp_path: Path) -> None:
+    """An id_generator result that fits alone but not with a counter is refused."""
+    with pytest.raises(ValueError, match="id_generator result"):
+        claim_box(tmp_path, project="p", id_generator=lambda p, r: "g" * 200)
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_longest_accepted_prefix_makes_valid_counted_ids(tmp_path: Path) -> None:
+    """The longest prefix accepted still names valid boxes once they are counted."""
+    # 200 bytes in all: prefix, "-", an 11-byte datetime core and "-9999".
+    prefix = "é" * 91 + "a"
+
+    got = [
+        claim_box(tmp_path, project="p", prefix=prefix, now=NOW)[0] for _ in range(3)
+    ]
+
+    assert [check_name(exp_id, "exp_id") for exp_id in got] == got
+    assert got[1:] == [f"{got[0]}-2", f"{got[0]}-3"]
+    with pytest.raises(ValueError, match="shorten prefix"):
+        claim_box(tmp_path, project="p", prefix=prefix + "a", now=NOW)
+
+
+def test_a_random_id_needs_no_room_for_a_counter(tmp_path: Path) -> None:
+    """A random id is never counted, so its suffix may fill the name to 200 bytes."""
+    suffix = "s" * (200 - 1 - ids.RANDOM_LENGTH)
+
+    exp_id, box = claim_box(tmp_path, project="p", id_style="random", suffix=suffix)
+
+    assert len(exp_id) == 200 and box.is_dir()
+    with pytest.raises(ValueError, match="shorten suffix"):
+        claim_box(tmp_path, project="p", id_style="random", suffix=suffix + "s")
 
 
 def test_explicit_exp_id_with_prefix_is_refused(tmp_path: Path) -> None:
