@@ -38,10 +38,10 @@ _MAX_NAMES = 10_000
 class MetricsSink(Protocol):
     """Receives what the writer thread wrote, on that thread, after the local write.
 
-    ``on_records`` gets ``(step, time, metrics)`` tuples with NaN and infinities as
-    floats. A sink that raises is warned about once, listed in
-    ``meta_extra()["sink_errors"]`` and not called again; the local file is never
-    affected.
+    ``on_records`` gets ``(step, time, metrics)`` tuples, ``metrics`` without the
+    ``step`` and ``time`` keys and with NaN and infinities as floats. A sink that
+    raises is warned about once, listed in ``meta_extra()["sink_errors"]`` and not
+    called again; the local file is never affected.
     """
 
     name: str
@@ -125,7 +125,7 @@ class FileLogger:
         fsync_interval: Seconds between fsyncs; 0 fsyncs every batch; None reads
             ``EXPBOX_FSYNC_INTERVAL`` (default 2.0).
         max_pending: Records held in memory before ``log_metrics`` waits for the
-            writer (default 65,536, at most about 30 MiB for small records).
+            writer (default 65,536, at most about 32 MiB for small records).
         start_step: The step of the first record logged without ``step=``.
         heartbeat_interval: Seconds between touches of ``logs/heartbeat``.
         sinks: :class:`MetricsSink` objects fed from the writer thread.

@@ -28,7 +28,6 @@ log = logging.getLogger("expbox")
 #: Value types that need no conversion and no range check. ``int`` is not here: an
 #: int must fit the 64 bits orjson writes, so it goes through the slow path.
 FAST_TYPES = frozenset({float, str, bool, type(None)})
-STR_KEYS = frozenset({str})
 
 #: The range of integers orjson can write (signed and unsigned 64-bit).
 INT_MIN = -(2**63)

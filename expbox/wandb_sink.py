@@ -15,8 +15,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional
 
-from .records import RESERVED
-
 _log = logging.getLogger("expbox")
 
 #: Records W&B may fall behind before more are kept in the box only.
@@ -137,14 +135,13 @@ class WandbSink:
                 continue
             if pending is not None and step == pending_step:
                 pending.update(metrics)
-                pending.pop("step", None)
-                pending.pop("time", None)
                 continue
             if pending is not None:
                 run_log(pending, step=pending_step)
                 self._last_step = pending_step
-            # W&B keeps its own step and time; expbox's reserved names stay local.
-            pending = {k: v for k, v in metrics.items() if k not in RESERVED}
+            # The writer hands over metrics without step and time; a copy, as
+            # records with the same step are merged into it.
+            pending = dict(metrics)
             pending_step = step
         if pending is not None:
             run_log(pending, step=pending_step)
