@@ -1,7 +1,8 @@
 """The ``expbox`` command: list boxes, show one, export its metrics, plot them.
 
-Exit status: 0 on success, 1 for an error the user can fix (one line on stderr,
-``expbox: error: ...``), 2 for a malformed command line, as argparse reports it.
+Exit status: 0 on success; 1 for an error the user can fix or a malformed
+command line, either way one line on stderr (``expbox: error: ...``); 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -236,10 +237,20 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     box = _boxes.find_box(_results_root(args), args.exp_id)
     keys = _split_keys(args.keys)
     out = sys.stdout
+    seen: set[str] = set()
+
+    def records() -> Iterator[dict[str, Any]]:
+        # A key missing from every record is known only at the end; records
+        # hold only the wanted keys, so noting them on the way costs little.
+        for record in _records(box, keys):
+            if keys is not None:
+                seen.update(record)
+            yield record
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.format == "jsonl":
-            for record in _records(box, keys):
+            for record in records():
                 safe = {k: _boxes.json_value(v) for k, v in record.items()}
                 out.write(orjson.dumps(safe).decode() + "\n")
         else:
@@ -253,8 +264,11 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
                 out, columns, extrasaction="ignore", lineterminator="\n"
             )
             writer.writeheader()
-            writer.writerows(_records(box, keys))
+            writer.writerows(records())
     _emit_warnings(caught)
+    missing = [key for key in keys or () if key not in seen]
+    if missing:
+        raise _UserError(f"box {box.exp_id!r} never logged {', '.join(missing)}")
     return 0
 
 
@@ -268,7 +282,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise MissingDependencyError(
-            "plotting needs matplotlib; install it with: pip install matplotlib"
+            'plotting needs matplotlib; install it with: pip install "expbox[plot]"'
         ) from exc
 
     series: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in keys}

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from expbox import cli
 from expbox.cli import main
 
 HOST = socket.gethostname()
@@ -391,6 +392,15 @@ def test_child_errors_have_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_module_docstring_gives_the_real_usage_error_status() -> None:
+    """The exit status the module docstring gives for a bad command line is real."""
+    with pytest.raises(SystemExit) as exc:
+        main(["frobnicate"])
+
+    doc = " ".join((cli.__doc__ or "").split())
+    assert f"{exc.value.code} for an error the user can fix or a malformed" in doc
+
+
 def test_usage_errors_are_one_line_and_exit_1(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -439,6 +449,37 @@ def test_metrics_keys_and_jsonl(root: Path, capsys: pytest.CaptureFixture[str]) 
     assert code == 0 and len(lines) == len(RECORDS)
     assert lines[2]["loss"] == "NaN" and lines[3]["loss"] == "-Infinity"
     assert lines[3]["acc"] is None and lines[1]["note"] == 'a, "b"'
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_metrics_key_never_logged_is_an_error_after_the_records(
+    root: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """A --keys name no record holds exits 1 naming it, after streaming the records."""
+    code, out, err = run(
+        ["metrics", "fin", "--keys", "acc,nosuch", "--format", fmt]
+        + ["--results-root", str(root)],
+        capsys,
+    )
+
+    assert code == 1
+    assert err == "expbox: error: box 'fin' never logged nosuch\n"
+    assert len(out.splitlines()) == len(RECORDS) + (fmt == "csv")
+
+
+def test_metrics_key_logged_once_is_no_error(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --keys name that a single record holds exports with exit status 0."""
+    code, out, err = run(
+        ["metrics", "fin", "--keys", "n", "--results-root", str(root)], capsys
+    )
+
+    assert code == 0 and err == ""
+    assert [row["n"] for row in csv.DictReader(io.StringIO(out))] == [""] * 3 + [
+        "7",
+        "",
+    ]
 
 
 def test_metrics_of_a_torn_box_notes_it(
@@ -511,7 +552,7 @@ def test_plot_without_matplotlib_is_one_line(root: Path) -> None:
     )
 
     assert result.returncode == 1
-    assert "pip install matplotlib" in result.stderr
+    assert 'pip install "expbox[plot]"' in result.stderr
     assert result.stderr.count("\n") == 1
 
 
