@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -219,9 +220,6 @@ def save(ctx: ExpContext, status: Optional[str] = None) -> None:
         from .meta import STATUSES
 
         _check_choice("status", status, STATUSES)
-    if ctx._read_only_meta is not None:
-        ctx._read_only_meta()
-        return
     ctx.save(status)
 
 
@@ -243,6 +241,16 @@ def _writer_options(
     wandb: Optional[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """The logger's settings; with W&B, fail before a box is made if it is missing."""
+    if (
+        isinstance(heartbeat_interval, bool)
+        or not isinstance(heartbeat_interval, (int, float))
+        or not math.isfinite(heartbeat_interval)
+        or heartbeat_interval <= 0
+    ):
+        raise ValueError(
+            f"heartbeat_interval={heartbeat_interval!r} must be a positive number of "
+            "seconds"
+        )
     if logger == "wandb":
         from .wandb_logger import require_wandb
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ _NEVER_SAVED = object()
 class ExpContext:
     """One experiment: its id, paths, config, metadata and logger.
 
-    On a rank other than 0 (``is_main`` false), and for a box opened read-only,
-    ``save`` and the logger do nothing and no file is touched.
+    On a rank other than 0 (``is_main`` false) ``save`` and the logger do nothing
+    and no file is touched. On a box opened read-only the logger does nothing and
+    ``save``, ``close`` and leaving a ``with`` block write only the caller's edits
+    to ``meta``.
 
     Attributes:
         exp_id: The box's id; on other ranks the shared id if one was given, else
@@ -44,7 +47,7 @@ class ExpContext:
         meta: ExperimentMeta,
         logger: Logger,
         rank: int | None = None,
-        is_main: bool | None = None,
+        is_main: bool,
         writable: bool = True,
         lock: BoxLock | None = None,
     ) -> None:
@@ -54,15 +57,17 @@ class ExpContext:
         self.meta = meta
         self.logger = logger
         self.rank = rank
-        # A process whose rank is unknown on a multi-node job is never main.
-        self._is_main = (rank is None or rank == 0) if is_main is None else is_main
+        # From the rank detection, not from ``rank``: an unknown rank on a job
+        # of several nodes is never main.
+        self._is_main = is_main
         self._writable = writable
         self._lock = lock
         self._closed = not writable
         self._explicit_status: str | None = None
         self._saved_step: object = _NEVER_SAVED
-        # Set for a box loaded read-only: ``save`` then writes only ``meta.json``.
-        self._read_only_meta: Callable[[], None] | None = None
+        # Set for a box loaded read-only: saving then merges the caller's edits
+        # into the current ``meta.json`` (with an explicit status, if given).
+        self._read_only_meta: Callable[[str | None], None] | None = None
         # Re-entrant: the SIGTERM handler may run while this thread is saving.
         self._save_lock = threading.RLock()
 
@@ -102,12 +107,15 @@ class ExpContext:
 
     def save(self, status: str | None = None) -> None:
         """Flush the logger and write ``meta.json``; see ``expbox.save``."""
+        if self._read_only_meta is not None:
+            self._read_only_meta(status)
+            return
         if not self.writable:
             return
         with self._save_lock:
             self.logger.flush()
-            if status is not None:
-                self._explicit_status = status
+            # The last call wins: a plain save forgets an earlier explicit status.
+            self._explicit_status = status
             self.meta.status = status or "finished"
             self.meta.finished_at = now_iso()
             if self.meta.status == "finished":
@@ -116,13 +124,22 @@ class ExpContext:
             self._saved_step = self.logger.last_step
 
     def close(self) -> None:
-        """Finalize as ``finished`` (unless saved otherwise) and stop the logger."""
+        """Finalize as ``finished`` (unless saved otherwise) and stop the logger.
+
+        On a box opened read-only this writes the caller's edits to ``meta``.
+        """
+        if self._read_only_meta is not None:
+            self._read_only_meta(None)
+            return
         self._finalize(status="finished", error=None, timeout=None)
 
     def __enter__(self) -> ExpContext:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._read_only_meta is not None:
+            self._read_only_meta(None)
+            return
         if exc is None:
             self._finalize(status="finished", error=None, timeout=None)
             return
@@ -137,21 +154,30 @@ class ExpContext:
             self.meta.extra.update(extra)
         write_meta(self.paths.meta, self.meta)
 
+    def _final_status(
+        self, status: str, error: dict[str, str] | None, forced: bool, by_signal: bool
+    ) -> tuple[str, dict[str, str] | None]:
+        """The status the box ends with, given how the process is ending."""
+        if by_signal and self.logger.last_step == self._saved_step:
+            # Ended by a signal after a save with nothing logged since: the
+            # save stands (a pool terminating an idle worker cut nothing short).
+            return self.meta.status, self.meta.error
+        keep = self._explicit_status
+        if not forced and status == "finished" and keep not in (None, "finished"):
+            # The caller saved an explicit outcome; a clean exit keeps it.
+            return keep, self.meta.error
+        return status, error
+
     def _finalize(
         self,
         *,
         status: str,
         error: dict[str, str] | None,
         timeout: float | None,
-        at_exit: bool = False,
         forced: bool = False,
         by_signal: bool = False,
     ) -> None:
-        """Close the logger, write the final ``meta.json``, release the box.
-
-        A signal that ends a process after ``save`` with nothing logged since keeps
-        the saved status: a pool terminating an idle worker did not cut a run short.
-        """
+        """Close the logger, write the final ``meta.json``, release the box."""
         if self._closed:
             return
         with self._save_lock:
@@ -159,8 +185,9 @@ class ExpContext:
                 return
             self._closed = True
             lifecycle.unregister(self)
+            status, error = self._final_status(status, error, forced, by_signal)
             try:
-                lost = self.logger.close(timeout=timeout)
+                lost = _close_logger(self.logger, timeout, status)
             except Exception as exc:
                 # The records are already reported lost by the logger; the metadata
                 # must still be finalized, with the reason.
@@ -169,13 +196,6 @@ class ExpContext:
                 self.meta.extra["writer_error"] = str(exc)
             if lost:
                 self.meta.extra["records_not_durable"] = lost
-            nothing_since_save = self.logger.last_step == self._saved_step
-            if by_signal and nothing_since_save:
-                status, error = self.meta.status, self.meta.error
-            keep = self._explicit_status
-            if not forced and status == "finished" and keep not in (None, "finished"):
-                # The caller saved an explicit outcome; a clean exit keeps it.
-                status, error = keep, self.meta.error
             self.meta.status = status
             self.meta.error = error
             self.meta.finished_at = now_iso()
@@ -192,3 +212,10 @@ class ExpContext:
         if self._lock is not None:
             self._lock.drop_inherited()
             self._lock = None
+
+
+def _close_logger(logger: Any, timeout: float | None, status: str) -> Any:
+    """Close ``logger``, telling a backend that keeps an exit code how the run ended."""
+    if "exit_code" in inspect.signature(logger.close).parameters:
+        return logger.close(timeout=timeout, exit_code=0 if status == "finished" else 1)
+    return logger.close(timeout=timeout)

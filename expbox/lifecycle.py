@@ -28,6 +28,7 @@ _installed = False
 _uncaught: BaseException | None = None
 _previous_excepthook: Any = None
 _previous_sigterm: Any = None
+_sigterm_installed = False
 _terminating = False
 
 DEFAULT_EXIT_TIMEOUT = 10.0
@@ -50,6 +51,10 @@ def exit_timeout() -> float:
 def register(ctx: ExpContext) -> None:
     """Track a writable context until it is closed; install the hooks once."""
     _install_hooks()
+    if not _sigterm_installed:
+        # Only the main thread may install it: a first init on a worker thread
+        # leaves it to a later one on the main thread.
+        _install_sigterm_handler()
     with _live_lock:
         _live[id(ctx)] = ctx
     _register_multiprocessing_finalizer()
@@ -77,15 +82,15 @@ def _install_hooks() -> None:
     _wrap_sys_exit()
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_after_fork_in_child)
-    _install_sigterm_handler()
 
 
 def _install_sigterm_handler() -> None:
     """Chain onto SIGTERM unless it is ignored or we are not on the main thread."""
-    global _previous_sigterm
+    global _previous_sigterm, _sigterm_installed
     if threading.current_thread() is not threading.main_thread():
-        _log.debug("not on the main thread: SIGTERM handler not installed")
+        _log.debug("not on the main thread: SIGTERM handler not installed yet")
         return
+    _sigterm_installed = True
     try:
         previous = signal.getsignal(signal.SIGTERM)
     except (ValueError, AttributeError):
@@ -153,11 +158,7 @@ def _finalize_all(
     for ctx in live_contexts():
         try:
             ctx._finalize(
-                status=status,
-                error=error,
-                timeout=timeout,
-                at_exit=True,
-                by_signal=by_signal,
+                status=status, error=error, timeout=timeout, by_signal=by_signal
             )
         except Exception as exc:  # one broken box must not stop the others
             _log.debug("finalizing %s failed: %r", ctx.exp_id, exc)

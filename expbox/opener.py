@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -144,6 +143,8 @@ def reopen_box(
             UserWarning,
             stacklevel=3,
         )
+    # A box moved without its empty folders (git, some sync tools) gets them back.
+    paths.make_dirs()
     lock = BoxLock(paths.lock)
     lock.acquire()
     try:
@@ -168,7 +169,6 @@ def reopen_box(
         meta.system = {**meta.system, **system}
         meta.distributed = _distributed_info(rank_info)
         meta.heartbeat_interval = options["heartbeat_interval"]
-        _repair_torn_tail(paths.metrics)
         start_step = _next_step(paths)
         wandb_info = meta.extra.get("wandb") if isinstance(meta.extra, dict) else None
         run_id = wandb_info.get("run_id") if isinstance(wandb_info, dict) else None
@@ -218,16 +218,6 @@ def _read_snapshot(paths: ExpPaths) -> dict[str, Any]:
     return {}
 
 
-def _repair_torn_tail(metrics: Path) -> None:
-    """Close a line torn by a kill so the next record starts on its own line."""
-    if not metrics.exists() or metrics.stat().st_size == 0:
-        return
-    with open(metrics, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) != b"\n":
-            f.write(b"\n")
-
-
 def _next_step(paths: ExpPaths) -> int:
     """One more than the last logged step, read from the end of the file."""
     from .tail import read_tail
@@ -261,7 +251,10 @@ def open_read_only(box: Path, rank_info: RankInfo, *, writable: bool) -> ExpCont
     )
     if writable:
 
-        def write_changed_meta() -> None:
+        def write_changed_meta(status: Optional[str]) -> None:
+            if status is not None:
+                ctx.meta.status = status
+                ctx.meta.finished_at = now_iso()
             mine = ctx.meta.to_dict()
             changed = {k: v for k, v in mine.items() if loaded.get(k, _NONE) != v}
             current = read_meta(paths.meta).to_dict()

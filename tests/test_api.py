@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ from expbox.errors import (
     BoxNotFoundError,
     CorruptMetaError,
 )
+from expbox.loggers import NullLogger
 
 
 def read_json(path: Path) -> dict:
@@ -410,3 +412,71 @@ def test_opening_a_box_twice_in_one_process_says_so(tmp_path):
     with pytest.raises(BoxLockedError, match="this process"):
         xb.load("twice", results_root=tmp_path, logger="file")
     ctx.close()
+
+
+def test_a_plain_save_after_an_explicit_status_wins_at_exit(tmp_path):
+    """save(status='failed') then save(): the box closes finished, the last call."""
+    ctx = xb.init(project="p", results_root=tmp_path)
+    xb.save(ctx, status="failed")
+    xb.save(ctx)
+    ctx.close()
+
+    assert read_json(ctx.paths.meta)["status"] == "finished"
+
+
+def test_read_only_context_saves_through_its_method_and_its_with_block(tmp_path):
+    """ctx.save(), leaving a with block and save(status=) all write a loaded box."""
+    ctx = xb.init(project="p", exp_id="ro", results_root=tmp_path)
+    ctx.close()
+
+    loaded = xb.load("ro", results_root=tmp_path)
+    loaded.meta.final_note = "via method"
+    loaded.save()
+    assert read_json(ctx.paths.meta)["final_note"] == "via method"
+
+    with xb.load("ro", results_root=tmp_path) as again:
+        again.meta.env_note = "in with"
+    assert read_json(ctx.paths.meta)["env_note"] == "in with"
+
+    xb.save(xb.load("ro", results_root=tmp_path), status="terminated")
+    assert read_json(ctx.paths.meta)["status"] == "terminated"
+
+
+@pytest.mark.parametrize("value", [0, -5, float("nan"), float("inf"), True, "10"])
+def test_heartbeat_interval_must_be_a_positive_number(tmp_path, value):
+    """A heartbeat interval that would spin or never beat is refused by name."""
+    with pytest.raises(ValueError, match="heartbeat_interval"):
+        xb.init(project="p", results_root=tmp_path, heartbeat_interval=value)
+
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+def test_resuming_a_box_moved_without_its_empty_folders(tmp_path):
+    """A box whose logs/ folder went missing in a move resumes and logs."""
+    ctx = xb.init(project="p", exp_id="moved", results_root=tmp_path, logger="none")
+    ctx.close()
+    for name in ("logs", "figures", "notebooks"):
+        shutil.rmtree(tmp_path / "moved" / name)
+
+    again = xb.load("moved", results_root=tmp_path, logger="file")
+    again.logger.log_metrics({"x": 1.0})
+    again.close()
+
+    assert [r["x"] for r in again.metrics()] == [1.0]
+
+
+def test_a_failed_box_tells_an_exit_code_aware_logger(tmp_path):
+    """Closing a failed box passes exit_code=1 to a logger that accepts one."""
+    seen = []
+
+    class ExitCodeLogger(NullLogger):
+        def close(self, timeout=None, *, exit_code=0):
+            seen.append(exit_code)
+            return 0
+
+    ctx = xb.init(project="p", results_root=tmp_path / "b", logger="none")
+    ctx.logger = ExitCodeLogger()
+    with pytest.raises(RuntimeError), ctx:
+        raise RuntimeError("boom")
+
+    assert seen == [1]

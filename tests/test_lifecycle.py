@@ -581,3 +581,31 @@ def test_many_processes_resuming_one_id_get_one_writer(tmp_path):
     assert set(outcomes) <= {"wrote", "locked"}
     assert [p.name for p in root.iterdir()] == ["shared"]
     assert meta_of(root / "shared")["status"] == "finished"
+
+
+def test_sigterm_handler_arrives_with_a_later_init_on_the_main_thread(tmp_path):
+    """A first init on a worker thread, then one on the main thread: SIGTERM works."""
+    proc = start_child(
+        tmp_path,
+        """
+        t = threading.Thread(
+            target=lambda: xb.init(project="p", exp_id="w", results_root=ROOT)
+        )
+        t.start()
+        t.join()
+        ctx = xb.init(project="p", exp_id="b", results_root=ROOT)
+        ctx.logger.log_metrics({"x": 1})
+        print("logged", flush=True)
+        time.sleep(60)
+        """,
+    )
+    try:
+        wait_for_line(proc, "logged")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == -signal.SIGTERM
+    assert meta_of(tmp_path / "b")["status"] == "terminated"
+    assert meta_of(tmp_path / "w")["status"] == "terminated"
