@@ -9,6 +9,7 @@ locks and the write loop.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 from pathlib import Path
@@ -49,13 +50,26 @@ def write_heartbeat(path: Path) -> None:
 
 
 def read_fsync_interval(value: Optional[float]) -> float:
-    """``value`` in seconds, or ``EXPBOX_FSYNC_INTERVAL`` (default 2.0) if None."""
+    """``value`` in seconds, or ``EXPBOX_FSYNC_INTERVAL`` (default 2.0) if None.
+
+    Raises:
+        ValueError: the interval is negative, NaN or infinite: any of these would
+            switch the periodic fsync off.
+    """
     if value is None:
-        value = read_float_env(envvars.FSYNC_INTERVAL, DEFAULT_FSYNC_INTERVAL)
-    value = float(value)
-    if value < 0:
-        raise ValueError(f"fsync_interval={value!r} must be 0 or more seconds")
-    return value
+        name = envvars.FSYNC_INTERVAL
+        seconds = read_float_env(name, DEFAULT_FSYNC_INTERVAL)
+        shown = f"{name}={os.environ.get(name)!r}"
+    else:
+        seconds = float(value)
+        shown = f"fsync_interval={value!r}"
+    # NaN compares False with everything, so test what is wanted, not what is not.
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(
+            f"{shown} must be a finite number of seconds, 0 or more "
+            "(0 fsyncs every batch)"
+        )
+    return seconds
 
 
 def read_float_env(name: str, default: float) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import subprocess
@@ -98,6 +99,28 @@ def test_the_environment_sets_the_fsync_interval(paths, monkeypatch):
     log.close()
 
     assert log._writer.fsync_interval == 0.25
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -0.5])
+def test_an_interval_that_would_stop_fsyncs_is_refused(paths, value):
+    """A NaN, infinite or negative fsync_interval raises ValueError naming it."""
+    with pytest.raises(ValueError, match="fsync_interval=") as caught:
+        FileLogger(paths, exp_id="t", fsync_interval=value)
+
+    assert "finite" in str(caught.value)
+    assert not paths.metrics.exists()
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-Infinity", "-1"])
+def test_an_environment_interval_that_would_stop_fsyncs_is_refused(
+    paths, monkeypatch, text
+):
+    """EXPBOX_FSYNC_INTERVAL set to NaN, an infinity or less than 0 is refused."""
+    monkeypatch.setenv(envvars.FSYNC_INTERVAL, text)
+
+    with pytest.raises(ValueError, match=f"{envvars.FSYNC_INTERVAL}='{text}'"):
+        FileLogger(paths, exp_id="t")
+    assert not paths.metrics.exists()
 
 
 def test_slow_fsync_stays_on_the_writer_thread_and_follows_the_interval(
