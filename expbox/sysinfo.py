@@ -4,8 +4,10 @@
 secret-looking values masked, Python, the platform, git state (the remote URL
 without credentials), the SLURM job and the values of the allow-listed
 environment variables only. It does not record the working directory or the
-user name: the git entry gives the directory relative to the repository
-(``git.subdir``) instead, which stays meaningful when a box is moved.
+user name as such: the git entry gives the directory relative to the repository
+(``git.subdir``) instead, which stays meaningful when a box is moved. The Python
+executable and the script in ``argv[0]`` are recorded as given, and an absolute
+path there often shows a home directory.
 """
 
 from __future__ import annotations
