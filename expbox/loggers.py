@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional, Protocol, Union, runtime_checkable
 
 from .names import check_name
-from .paths import ExpPaths
+from .paths import CONFIG_SNAPSHOT, ExpPaths
 from .records import (
     FAST_TYPES,
     INT_MAX,
@@ -271,7 +271,8 @@ class FileLogger:
 
         Raises:
             FileNotFoundError: ``path`` is not an existing file.
-            ValueError: the name is not a safe file name.
+            ValueError: the name is not a safe file name, or is ``config.yaml``,
+                the box's config snapshot.
         """
         source = Path(path)
         if not source.is_file():
@@ -279,6 +280,13 @@ class FileLogger:
                 f"log_artifact: {str(source)!r} is not an existing file"
             )
         name = check_name(source.name if name is None else name, "name")
+        # Compared without case: on macOS and Windows Config.yaml is the same file.
+        if name.casefold() == CONFIG_SNAPSHOT:
+            raise ValueError(
+                f"log_artifact: {name!r} would replace the box's config snapshot "
+                f"artifacts/{CONFIG_SNAPSHOT}, which load(...).config reads; pass "
+                f"another name, e.g. log_artifact(path, name='{source.stem}.src.yaml')"
+            )
         self.paths.artifacts.mkdir(parents=True, exist_ok=True)
         target = self.paths.artifacts / name
         temp = self.paths.artifacts / f".{name}.{os.getpid()}.tmp"

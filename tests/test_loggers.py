@@ -252,6 +252,25 @@ def test_log_artifact_copies_a_file(logger, paths, tmp_path):
     assert second.read_text() == "a,b\n1,2\n"
 
 
+@pytest.mark.parametrize(
+    ("source_name", "name"),
+    [("config.yaml", None), ("mine.yaml", "config.yaml"), ("mine.yaml", "Config.YAML")],
+)
+def test_log_artifact_never_replaces_the_config_snapshot(
+    logger, paths, tmp_path, source_name, name
+):
+    """An artifact named config.yaml is refused, pointing at name=, snapshot kept."""
+    paths.config_snapshot.write_text("lr: 0.1\n")
+    source = tmp_path / source_name
+    source.write_text("lr: 999\n")
+
+    with pytest.raises(ValueError, match="config snapshot.*name="):
+        logger.log_artifact(source, name=name)
+
+    assert paths.config_snapshot.read_text() == "lr: 0.1\n"
+    assert logger.log_artifact(source, name="config.src.yaml").exists()
+
+
 def test_log_artifact_names_a_missing_source(logger, tmp_path):
     """A missing source raises FileNotFoundError naming it."""
     with pytest.raises(FileNotFoundError, match="nothere.txt"):
