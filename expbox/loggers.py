@@ -7,14 +7,25 @@ background writer (:mod:`expbox.writer`); encoding and file I/O happen there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import time
 from collections.abc import Mapping
 from itertools import count
 from pathlib import Path
-from typing import Any, Optional, Protocol, Union, runtime_checkable
+from typing import (
+    Any,
+    BinaryIO,
+    Callable,
+    Optional,
+    Protocol,
+    Union,
+    runtime_checkable,
+)
 
+from .atomic import _create_temp
 from .names import check_name
 from .paths import CONFIG_SNAPSHOT, ExpPaths
 from .records import (
@@ -32,6 +43,8 @@ __all__ = ["FileLogger", "Logger", "MetricsSink", "NullLogger"]
 _time = time.time
 #: Metric names remembered as valid; past this many, new names take the slow path.
 _MAX_NAMES = 10_000
+#: Bytes read and written at a time when copying an artifact.
+_COPY_BUFFER = 1 << 20
 
 
 @runtime_checkable
@@ -234,7 +247,7 @@ class FileLogger:
         """Save ``fig`` as ``figures/<name>.png`` and pass it to the sinks in order.
 
         ``fig`` is anything with a matplotlib-style ``savefig``. The file is written
-        to a temporary name and renamed, so a reader never sees half a PNG.
+        to a new temporary file and renamed, so a reader never sees half a PNG.
 
         Raises:
             ValueError: ``name`` is not a safe file name.
@@ -254,13 +267,7 @@ class FileLogger:
             step = check_step(step)
         self.paths.figures.mkdir(parents=True, exist_ok=True)
         target = self.paths.figures / f"{name}.png"
-        temp = self.paths.figures / f".{name}.png.{os.getpid()}.tmp"
-        try:
-            savefig(temp, format="png")
-            os.replace(temp, target)
-        finally:
-            if temp.exists():
-                temp.unlink()
+        _replace_file(target, lambda file: savefig(file, format="png"))
         writer.enqueue_control("figure", (target, name, step))
         return target
 
@@ -268,6 +275,9 @@ class FileLogger:
         self, path: Union[str, os.PathLike[str]], name: Optional[str] = None
     ) -> Path:
         """Copy the file ``path`` into ``artifacts/`` (as ``name`` if given).
+
+        The copy keeps the file's permission bits and times, and is written to a
+        new temporary file and renamed, so a reader never sees half a file.
 
         Raises:
             FileNotFoundError: ``path`` is not an existing file.
@@ -289,13 +299,8 @@ class FileLogger:
             )
         self.paths.artifacts.mkdir(parents=True, exist_ok=True)
         target = self.paths.artifacts / name
-        temp = self.paths.artifacts / f".{name}.{os.getpid()}.tmp"
-        try:
-            shutil.copy2(source, temp)
-            os.replace(temp, target)
-        finally:
-            if temp.exists():
-                temp.unlink()
+        with open(source, "rb") as src:
+            _replace_file(target, lambda file: _copy_file(src, file))
         return target
 
     def flush(self, timeout: Optional[float] = None) -> bool:
@@ -336,3 +341,31 @@ class FileLogger:
         if writer.sink_errors:
             extra["sink_errors"] = list(writer.sink_errors)
         return extra
+
+
+def _replace_file(target: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Have ``write`` fill a new file, then rename it to ``target``.
+
+    The temporary file gets a random name and is created exclusively, so a link
+    planted in the directory cannot redirect the write, and two threads saving
+    the same name never write into one file. On any error it is removed.
+    """
+    fd, temp = _create_temp(target)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def _copy_file(src: BinaryIO, dst: BinaryIO) -> None:
+    """Copy ``src`` into ``dst`` with its permission bits and times, as copy2 does."""
+    shutil.copyfileobj(src, dst, _COPY_BUFFER)
+    dst.flush()
+    st = os.fstat(src.fileno())
+    # Through the descriptors, not the paths, which may be replaced meanwhile.
+    os.chmod(dst.fileno(), stat.S_IMODE(st.st_mode))
+    os.utime(dst.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))

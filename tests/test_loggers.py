@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import math
+import os
+import stat
 import threading
 import warnings
 import weakref
@@ -233,6 +235,43 @@ def test_log_figure_writes_a_png_and_reaches_sinks_in_order(paths):
     assert sink.closed
 
 
+def test_log_figure_does_not_write_through_a_planted_link(logger, paths, tmp_path):
+    """A symlink at a guessable temporary name cannot redirect the PNG."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    planted = paths.figures / f".curve.png.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 3])
+
+    target = logger.log_figure(fig, "curve")
+    plt.close(fig)
+
+    assert victim.read_text() == "keep me\n"
+    assert not target.is_symlink()
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class BrokenFigure:
+    """A figure whose savefig writes a little and then fails."""
+
+    def savefig(self, file, format):
+        file.write(b"\x89PNG")
+        raise RuntimeError("renderer failed")
+
+
+def test_a_failed_savefig_leaves_no_file_behind(logger, paths):
+    """When savefig raises, the error propagates and figures/ holds nothing."""
+    with pytest.raises(RuntimeError, match="renderer failed"):
+        logger.log_figure(BrokenFigure(), "curve")
+
+    assert list(paths.figures.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", ""])
 def test_log_figure_checks_the_name(logger, name):
     """An unsafe figure name raises ValueError before anything is written."""
@@ -269,6 +308,67 @@ def test_log_artifact_never_replaces_the_config_snapshot(
 
     assert paths.config_snapshot.read_text() == "lr: 0.1\n"
     assert logger.log_artifact(source, name="config.src.yaml").exists()
+
+
+def test_log_artifact_keeps_permission_bits_and_times(logger, tmp_path):
+    """The copy keeps the source's mode and modification time, as shutil.copy2."""
+    source = tmp_path / "run.sh"
+    source.write_text("echo hi\n")
+    source.chmod(0o750)
+    os.utime(source, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
+
+    target = logger.log_artifact(source)
+
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+    assert target.stat().st_mtime_ns == source.stat().st_mtime_ns
+
+
+def test_log_artifact_does_not_write_through_a_planted_link(logger, paths, tmp_path):
+    """A symlink at a guessable temporary name cannot redirect the copy."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    planted = paths.artifacts / f".table.csv.{os.getpid()}.tmp"
+    planted.symlink_to(victim)
+    source = tmp_path / "table.csv"
+    source.write_text("a,b\n")
+
+    target = logger.log_artifact(source)
+
+    assert victim.read_text() == "keep me\n"
+    assert not target.is_symlink() and target.read_text() == "a,b\n"
+    assert sorted(p.name for p in paths.artifacts.iterdir()) == [
+        planted.name,
+        "table.csv",
+    ]
+
+
+def test_threads_saving_one_artifact_name_never_collide(logger, paths, tmp_path):
+    """Threads copying to the same name all succeed; one whole copy is left."""
+    sources = []
+    for i in range(8):
+        source = tmp_path / f"src{i}" / "shared.bin"
+        source.parent.mkdir()
+        source.write_bytes(bytes([i]) * 200_000)
+        sources.append(source)
+    errors = []
+
+    def save(source):
+        try:
+            for _ in range(20):
+                logger.log_artifact(source)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(s,)) for s in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    data = (paths.artifacts / "shared.bin").read_bytes()
+    assert len(data) == 200_000 and len(set(data)) == 1
+    assert [p.name for p in paths.artifacts.iterdir()] == ["shared.bin"]
 
 
 def test_log_artifact_names_a_missing_source(logger, tmp_path):
