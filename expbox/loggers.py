@@ -34,6 +34,7 @@ from .records import (
     INT_MIN,
     RESERVED,
     check_step,
+    is_utf8,
     snapshot_record,
 )
 from .writer import DEFAULT_MAX_PENDING, MetricsWriter
@@ -191,8 +192,9 @@ class FileLogger:
         change what is logged.
 
         Raises:
-            TypeError: a name is not a string or a value cannot be logged (the
-                message names it); nothing of the record is logged.
+            TypeError: a name is not a string, a value cannot be logged, or a name
+                or string holds a lone surrogate (the message names the key);
+                nothing of the record is logged.
             ValueError: a metric is named ``step`` or ``time``.
             WriterError: the writer failed since the last call; this record is not
                 logged, the earlier ones are kept and retried.
@@ -209,12 +211,15 @@ class FileLogger:
         except TypeError:
             snapshot_record(metrics, 0.0)  # raises the explanation
             raise
-        # Names of accepted records are strings and not reserved: testing against
-        # them is cheaper than testing each name. type() is tested in a loop, not
-        # with map(), because the interpreter specializes type(x) in bytecode.
+        # Names of accepted records are strings, not reserved and encodable:
+        # testing against them is cheaper than testing each name. type() is tested
+        # in a loop, not with map(), because the interpreter specializes type(x) in
+        # bytecode. Text is checked for lone surrogates only when not ASCII.
         if metrics.keys() <= self._names:
             for value in metrics.values():
                 if type(value) is not float and type(value) not in FAST_TYPES:
+                    if type(value) is str and (value.isascii() or is_utf8(value)):
+                        continue
                     record = self._snapshot(metrics, record)
                     break
         else:

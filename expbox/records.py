@@ -2,7 +2,7 @@
 
 A record is the dict that becomes one line of ``metrics.jsonl``:
 ``{"step": s, "time": t, **metrics}``. The logger checks the common case (plain
-floats, strings, bools and None under string keys) at C speed and falls back to
+floats, ASCII strings, bools and None under known names) cheaply and falls back to
 :func:`snapshot_record`, which converts NumPy scalars, 0-d arrays and scalar tensors
 to Python numbers and refuses everything else with a ``TypeError`` naming the key.
 Nothing here imports NumPy or torch: their values are recognised by the module that
@@ -25,9 +25,10 @@ RESERVED = ("step", "time")
 
 log = logging.getLogger("expbox")
 
-#: Value types that need no conversion and no range check. ``int`` is not here: an
-#: int must fit the 64 bits orjson writes, so it goes through the slow path.
-FAST_TYPES = frozenset({float, str, bool, type(None)})
+#: Value types that need no conversion and no check. ``int`` is not here: an int
+#: must fit the 64 bits orjson writes. Nor is ``str``: a lone surrogate cannot be
+#: written as UTF-8, so only ASCII text (``str.isascii`` is O(1)) passes unchecked.
+FAST_TYPES = frozenset({float, bool, type(None)})
 
 #: The range of integers orjson can write (signed and unsigned 64-bit).
 INT_MIN = -(2**63)
@@ -47,9 +48,9 @@ def snapshot_record(metrics: Mapping[Any, Any], now: float) -> dict[str, Any]:
     value is refused, so a bad call logs nothing.
 
     Raises:
-        TypeError: ``metrics`` is not a mapping, a key is not a string, or a value
-            is not a number, bool, string, None, NumPy scalar, 0-d array or scalar
-            tensor.
+        TypeError: ``metrics`` is not a mapping, a key is not a string, a value is
+            not a number, bool, string, None, NumPy scalar, 0-d array or scalar
+            tensor, or a key or string value holds a lone surrogate.
         ValueError: a key is ``"step"`` or ``"time"``.
     """
     if not isinstance(metrics, Mapping):
@@ -65,6 +66,8 @@ def snapshot_record(metrics: Mapping[Any, Any], now: float) -> dict[str, Any]:
                     f"key {key!r}"
                 )
             key = str(key)
+        if not key.isascii():
+            _check_text(key, key, "name")
         if key in RESERVED:
             raise ValueError(
                 f"{key!r} is a reserved name (every record carries 'step' and "
@@ -84,6 +87,8 @@ def convert_value(key: str, value: Any) -> Any:
     kind = type(value)
     if kind in FAST_TYPES:
         return value
+    if kind is str:
+        return value if value.isascii() else _check_text(key, value, "value")
     if kind is int:
         return _check_int(key, value)
     if isinstance(value, bool):
@@ -93,7 +98,7 @@ def convert_value(key: str, value: Any) -> Any:
     if isinstance(value, int):
         return _check_int(key, int(value))
     if isinstance(value, str):
-        return str(value)
+        return _check_text(key, str(value), "value")
     if kind.__module__.partition(".")[0] in _ARRAY_MODULES:
         return _convert_array_scalar(key, value)
     raise TypeError(
@@ -146,6 +151,28 @@ def _check_int(key: str, value: int) -> int:
     )
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8, i.e. holds no lone surrogate."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_text(key: str, text: str, what: str) -> str:
+    """Return ``text`` if it has no lone surrogate, which UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TypeError(
+            f"metric {key!r}: its {what} holds the lone surrogate "
+            f"{text[exc.start]!r} at index {exc.start}, which a JSON line cannot "
+            f"hold; decode such text with errors='replace' before logging it"
+        ) from None
+    return text
+
+
 def _convert_array_scalar(key: str, value: Any) -> Any:
     # NumPy scalars have ndim 0 too; torch tensors expose dim() and ndim.
     ndim = getattr(value, "ndim", None)
@@ -159,13 +186,15 @@ def _convert_array_scalar(key: str, value: Any) -> Any:
     # .item() copies the number out: no reference to the array or tensor is kept,
     # and a later in-place change cannot alter what was logged.
     plain = item()
-    if type(plain) not in FAST_TYPES and type(plain) is not int:
+    if type(plain) is int:
+        return _check_int(key, plain)
+    if type(plain) is str:
+        return _check_text(key, plain, "value")
+    if type(plain) not in FAST_TYPES:
         raise TypeError(
             f"metric {key!r} holds a {type(plain).__name__} "
             f"({_type_name(value)}), which cannot be logged"
         )
-    if type(plain) is int:
-        return _check_int(key, plain)
     return plain
 
 
@@ -220,13 +249,24 @@ def _encode_slow(record: dict[str, Any]) -> bytes:
         return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
     except (TypeError, orjson.JSONEncodeError):
         pass
+    # Checked records never get here; if one does, keep the line and say so
+    # rather than lose the batch it came with. json would escape a lone surrogate
+    # as \udXXX, which strict readers such as orjson refuse: spell it out instead.
+    log.debug("a record could not be encoded: %r", record)
     try:
-        # Strings with lone surrogates: orjson refuses them, json escapes them.
-        return json.dumps(record, allow_nan=False).encode() + b"\n"
-    except (TypeError, ValueError):
-        # Checked records never get here; if one does, keep the line and say so
-        # rather than lose the batch it came with.
-        log.debug("a record could not be encoded: %r", record)
-        safe = {k: v if k in RESERVED else repr(v)[:200] for k, v in record.items()}
+        readable = {_readable(k): _readable(v) for k, v in record.items()}
+        return orjson.dumps(readable, option=orjson.OPT_APPEND_NEWLINE)
+    except (TypeError, orjson.JSONEncodeError):
+        safe = {
+            _readable(k): v if k in RESERVED else repr(v)[:200]
+            for k, v in record.items()
+        }
         safe["step"] = repr(record.get("step"))[:40]
         return json.dumps(safe).encode() + b"\n"
+
+
+def _readable(value: Any) -> Any:
+    """A string with each lone surrogate written as a backslash escape."""
+    if type(value) is str:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value

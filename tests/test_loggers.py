@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import os
+import re
 import stat
 import threading
 import warnings
@@ -165,6 +166,22 @@ def test_reserved_names_raise_value_error(logger, name):
     """A metric called step or time raises ValueError at the call."""
     with pytest.raises(ValueError, match="reserved"):
         logger.log_metrics({name: 1.0})
+
+
+@pytest.mark.parametrize(
+    ("metrics", "key"),
+    [({"s": "a\ud800b"}, "s"), ({"x": 1.0, "s\udc00": 1.0}, "s\udc00")],
+)
+def test_lone_surrogates_are_refused_at_the_call(logger, paths, metrics, key):
+    """A lone surrogate in a name or string, even under a known name, raises."""
+    logger.log_metrics({"s": "plain", "x": 1.0})
+
+    with pytest.raises(TypeError, match=re.escape(repr(key))):
+        logger.log_metrics(metrics)
+    logger.log_metrics({"s": "entraînement", "x": 2.0})
+    logger.close()
+
+    assert [r["s"] for r in lines(paths)] == ["plain", "entraînement"]
 
 
 def test_a_non_mapping_raises_type_error(logger):

@@ -170,9 +170,39 @@ def test_encode_records_of_nothing_is_empty():
     assert bytes(encode_records([])) == b""
 
 
-def test_encode_records_falls_back_for_lone_surrogates():
-    """A string orjson refuses is still written as valid JSON."""
-    data = bytes(encode_records([{"step": 0, "time": 1.0, "s": "\ud800", "n": 1e999}]))
+def test_encode_records_spells_out_lone_surrogates_as_strict_json():
+    """A string orjson refuses is written as a line orjson reads back."""
+    data = bytes(
+        encode_records([{"step": 0, "time": 1.0, "s\udc00": "\ud800", "n": 1e999}])
+    )
 
     assert data.endswith(b"\n")
-    assert b'"Infinity"' in data
+    assert orjson.loads(data) == {
+        "step": 0,
+        "time": 1.0,
+        "s\\udc00": "\\ud800",
+        "n": "Infinity",
+    }
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a\ud800b", "\udfff", "\ud83d\ude00", np.str_("x\ud800"), np.array("x\ud800")],
+)
+def test_lone_surrogates_in_values_are_refused_naming_the_key(value):
+    """A string value UTF-8 cannot encode raises TypeError naming its key."""
+    with pytest.raises(TypeError, match="'s'.*lone surrogate"):
+        snapshot_record({"ok": 1.0, "s": value}, 1.0)
+
+
+def test_lone_surrogates_in_names_are_refused():
+    """A metric name UTF-8 cannot encode raises TypeError naming it."""
+    with pytest.raises(TypeError, match=r"name holds the lone surrogate"):
+        snapshot_record({"loss\ud800": 1.0}, 1.0)
+
+
+def test_non_ascii_text_is_kept():
+    """Text beyond ASCII, emoji included, is logged unchanged."""
+    record = snapshot_record({"phase": "entraînement 🚀", "é": "ü"}, 1.0)
+
+    assert record["phase"] == "entraînement 🚀" and record["é"] == "ü"
