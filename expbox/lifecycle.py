@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import signal
 import sys
@@ -42,9 +43,11 @@ def exit_timeout() -> float:
     try:
         value = float(raw)
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
         raise ValueError(
-            f"{envvars.EXIT_TIMEOUT}={raw!r} is not a number of seconds"
-        ) from None
+            f"{envvars.EXIT_TIMEOUT}={raw!r} is not a finite number of seconds"
+        )
     return max(value, 0.0)
 
 
