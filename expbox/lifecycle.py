@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import envvars
@@ -45,9 +46,14 @@ def exit_timeout() -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise ValueError(
-            f"{envvars.EXIT_TIMEOUT}={raw!r} is not a finite number of seconds"
+        # Read at exit, where raising would leave every box unfinalized.
+        warnings.warn(
+            f"{envvars.EXIT_TIMEOUT}={raw!r} is not a finite number of seconds; "
+            f"using {DEFAULT_EXIT_TIMEOUT:g}",
+            RuntimeWarning,
+            stacklevel=2,
         )
+        return DEFAULT_EXIT_TIMEOUT
     return max(value, 0.0)
 
 
