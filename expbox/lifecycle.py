@@ -171,8 +171,6 @@ def _finalize_all(
             )
         except Exception as exc:  # one broken box must not stop the others
             _log.debug("finalizing %s failed: %r", ctx.exp_id, exc)
-            import warnings
-
             warnings.warn(
                 f"expbox could not finalize box {ctx.exp_id}: {exc}",
                 RuntimeWarning,
