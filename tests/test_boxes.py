@@ -6,7 +6,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,44 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from boxmaker import HOST, make_box
 
 from expbox import boxes
 from expbox.errors import BoxNotFoundError
 from expbox.tail import read_tail
-
-HOST = socket.gethostname()
-
-
-def make_box(
-    root: Path,
-    exp_id: str,
-    *,
-    records: list[dict[str, Any]] | None = None,
-    tail: str = "",
-    **meta: Any,
-) -> Path:
-    """Write a box the way the file logger leaves it on disk."""
-    box = root / exp_id
-    for sub in ("artifacts", "figures", "logs", "notebooks"):
-        (box / sub).mkdir(parents=True, exist_ok=True)
-    data = {
-        "schema": 1,
-        "exp_id": exp_id,
-        "project": "demo",
-        "title": f"run {exp_id}",
-        "status": "finished",
-        "created_at": "2026-01-01T10:00:00.000+00:00",
-        "finished_at": "2026-01-01T10:30:00.000+00:00",
-        "system": {"host": HOST, "pid": os.getpid()},
-        "heartbeat_interval": 10.0,
-        "extra": {},
-    }
-    data.update(meta)
-    (box / "meta.json").write_text(json.dumps(data))
-    if records is not None:
-        lines = [json.dumps(r) + "\n" for r in records]
-        (box / "logs" / "metrics.jsonl").write_text("".join(lines) + tail)
-    return box
 
 
 def hold_process() -> subprocess.Popen[bytes]:
