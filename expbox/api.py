@@ -16,11 +16,11 @@ from .context import ExpContext
 from .errors import BoxExistsError, BoxNotFoundError
 from .ids import claim_box
 from .names import check_name
+from .paths import DEFAULT_HEARTBEAT_INTERVAL
 from .rank import detect_rank
 
 LOGGERS = ("none", "file", "wandb")
 RESUME_MODES = ("never", "allow", "must")
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
 
 ConfigArg = Union[Mapping[str, Any], str, "os.PathLike[str]", None]
 

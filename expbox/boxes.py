@@ -25,13 +25,12 @@ import orjson
 
 from .errors import BoxNotFoundError
 from .names import check_name
-from .paths import META_FILE, ExpPaths
+from .paths import DEFAULT_HEARTBEAT_INTERVAL, META_FILE, ExpPaths
 from .tail import MetricsTail, open_regular, read_tail
 
 logger = logging.getLogger("expbox")
 
 #: Seconds between heartbeats when ``meta.json`` does not say.
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
 #: A heartbeat older than this many intervals means the writer is gone.
 STALE_AFTER_INTERVALS = 3
 #: Statuses a listing can show: the four a box records, plus ``stale`` (recorded

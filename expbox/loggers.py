@@ -27,7 +27,7 @@ from typing import (
 
 from .atomic import _create_temp
 from .names import check_name
-from .paths import CONFIG_SNAPSHOT, ExpPaths
+from .paths import CONFIG_SNAPSHOT, DEFAULT_HEARTBEAT_INTERVAL, ExpPaths
 from .records import (
     FAST_TYPES,
     INT_MAX,
@@ -155,7 +155,7 @@ class FileLogger:
         fsync_interval: Optional[float] = None,
         max_pending: int = DEFAULT_MAX_PENDING,
         start_step: int = 0,
-        heartbeat_interval: float = 10.0,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         sinks: Any = (),
         on_full: str = "block",
     ) -> None:

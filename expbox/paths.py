@@ -11,6 +11,8 @@ CONFIG_SNAPSHOT = "config.yaml"
 HEARTBEAT_FILE = "heartbeat"
 LOCK_FILE = "writer.lock"
 SUBDIRS = ("artifacts", "figures", "logs", "notebooks")
+#: Seconds between touches of ``logs/heartbeat`` unless a run chooses otherwise.
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from .metrics_file import (
     read_fsync_interval,
     write_heartbeat,
 )
+from .paths import DEFAULT_HEARTBEAT_INTERVAL
 from .records import RESERVED, encode_records
 
 log = logging.getLogger("expbox")
@@ -117,7 +118,7 @@ class MetricsWriter:
         fsync_interval: Optional[float] = None,
         max_pending: int = DEFAULT_MAX_PENDING,
         on_full: str = "block",
-        heartbeat_interval: float = 10.0,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
         sinks: Any = (),
     ) -> None:
         if on_full not in ("block", "drop"):
