@@ -31,14 +31,15 @@ GIT_TIMEOUT = 3.0
 
 _log = logging.getLogger("expbox")
 
-# A name (flag, setting, query parameter, header) is split into words at every
-# character that is not a letter or digit. It is secret when a word contains one
-# of _SECRET_STEMS, so glued names such as dbpassword, PGPASSWORD, clientsecret
-# or xapikey count; or when its last word, the one that says what the value is,
-# is "key" or "pass", ends with one of _SECRET_ENDINGS (accesstoken, basicauth,
-# dbpwd) or starts with "auth" but not "author" (authtoken, authheader). That
-# keeps --max-tokens, --tokenizer, --key-dim, --token-budget, --author and
-# --bypass readable.
+# A name (flag, setting, query parameter, header, field) is split into words at
+# every character that is not a letter or digit. It is secret when a word
+# contains one of _SECRET_STEMS, so glued names such as dbpassword, PGPASSWORD,
+# clientsecret or xapikey count; or when its last word, the one that says what
+# the value is, is one of _SECRET_LAST_WORDS (github-pat, aws_creds,
+# X-Amz-Signature, sig), ends with one of _SECRET_ENDINGS (accesstoken,
+# basicauth, dbpwd) or starts with "auth" but not "author" (authtoken,
+# authheader). That keeps --max-tokens, --tokenizer, --key-dim, --token-budget,
+# --author, --bypass, --pattern and --sigma readable.
 _SECRET_STEMS = (
     "password",
     "passwd",
@@ -50,15 +51,30 @@ _SECRET_STEMS = (
     "privatekey",
     "authorization",
 )
-_SECRET_LAST_WORDS = frozenset({"key", "pass"})
+_SECRET_LAST_WORDS = frozenset(
+    {"key", "pass", "pat", "cred", "creds", "sig", "signature"}
+)
 _SECRET_ENDINGS = ("token", "auth", "pwd", "cookie")
 
 # scheme:// where a URL starts, anywhere in an argument.
 _URL_START = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://")
 _URL_QUERY_PARAM = re.compile(r"(?P<lead>[?&;](?P<name>[^=&#;\s]+)=)[^&#;\s]*")
 _SETTING = re.compile(r"(?P<name>[+~]{0,2}[A-Za-z_][\w.\-/]*)=")
-# An HTTP header "Name: value", alone or as the value of --flag=...
-_HEADER = re.compile(r"(?P<lead>(?:^|=)\s*(?P<name>[A-Za-z][\w\-]*)\s*:\s*)\S.*", re.S)
+# A field "name: value" or "name=value" inside one argument: a JSON or YAML
+# mapping, a "key: value, ..." list, an HTTP header, the value of --set=a.b=c.
+# The name, maybe quoted, starts the text or follows a space or one of {[(,;=
+_FIELD = re.compile(
+    r"(?<![^\s{\[(,;=])(?P<q>[\"']?)(?P<name>[+~]{0,2}[A-Za-z_][\w.\-/]*)(?P=q)"
+    r"\s*(?P<sep>[:=])\s*"
+)
+_FIELD_START = r"[\"']?[+~]{0,2}[A-Za-z_][\w.\-/]*[\"']?\s*"
+# Where an unquoted field value ends: before the next field with the same
+# separator, or before a closing bracket. A value holding commas or spaces is
+# then masked whole ("password: a, b" or "Authorization: Digest u=1, r=2").
+_BARE_END = {
+    sep: re.compile(rf"(?:[,;]|\s)\s*(?={_FIELD_START}{sep})|[}}\]]\s*(?:[,;}}\]]|$)")
+    for sep in ":="
+}
 # "Bearer <token>" anywhere; "Basic <base64>" only as a whole value, and only
 # when the credential is not a plain lowercase word ("basic training").
 _BEARER = re.compile(r"(?P<lead>\bbearer\s+)[^\s\"',;]+", re.I)
@@ -148,16 +164,16 @@ def scrub_argv(argv: list[str]) -> list[str]:
     """Return ``argv`` with secret values replaced by ``***``.
 
     Masked: the value of a long flag named like a secret (``--api-key=abc``,
-    ``--token abc``, ``--password``, ``--secret``, ``--key``, ``--hf_token``,
-    ``--db-pass``), the value of a ``name=value`` setting named like one
-    (``wandb.api_key=abc``, ``API_TOKEN=abc``), and credentials inside URLs
-    anywhere (``https://user:pass@host`` and ``?token=...``). An argument
-    holding a secret-named HTTP header (``Authorization: ...``, ``Cookie: ...``,
-    ``X-Api-Key: ...``) keeps only the header name; ``Bearer <token>`` anywhere
-    and a whole value ``Basic <base64>`` keep only the scheme. Single-dash flags
-    with a long name (``-api_key``) count as long flags; one-letter flags such
-    as ``-p`` are kept, being too ambiguous to guess. See ``is_secret_name``
-    for which names count as secret.
+    ``--token abc``, ``--github-pat``, ``--creds``), the value of a
+    ``name=value`` setting named like one (``wandb.api_key=abc``), the value of
+    each secret-named field inside an argument, the rest kept (``{"api_key":
+    "***", "lr": 0.1}``, ``password: ***, lr: 0.1``, ``--set=db.password=***``,
+    ``Authorization: ***``), and credentials inside URLs anywhere (the user part
+    and secret query values such as ``X-Amz-Signature`` or ``sig``).
+    ``Bearer <token>`` anywhere and a whole value ``Basic <base64>`` keep only
+    the scheme. Single-dash flags with a long name (``-api_key``) count as long
+    flags; one-letter flags such as ``-p`` are kept, being too ambiguous to
+    guess. See ``is_secret_name`` for which names count as secret.
     """
     scrubbed: list[str] = []
     mask_next = False
@@ -187,15 +203,68 @@ def scrub_argv(argv: list[str]) -> list[str]:
 
 
 def _scrub_text(text: str) -> str:
-    """Mask a secret header, an Authorization scheme and URL credentials in text."""
-    header = _HEADER.search(text)
-    if header and is_secret_name(header.group("name")):
-        return text[: header.end("lead")] + MASK
+    """Mask secret fields, an Authorization scheme and URL credentials in text."""
+    text = _scrub_fields(text)
     text = _BEARER.sub(lambda m: m.group("lead") + MASK, text)
     basic = _BASIC.search(text)
     if basic and not basic.group("cred").islower():
         text = text[: basic.end("lead")] + MASK
     return scrub_url(text) if "://" in text else text
+
+
+def _scrub_fields(text: str) -> str:
+    """Mask the value of every secret-named field in ``text``, keep the rest."""
+    parts: list[str] = []
+    done = pos = 0
+    while True:
+        field = _FIELD.search(text, pos)
+        if field is None:
+            break
+        start = pos = field.end()
+        if not is_secret_name(field.group("name")):
+            # Scan the value too: a nested mapping holds its own fields.
+            continue
+        end = _value_end(text, start, field.group("sep"))
+        quote = text[start] if start < end and text[start] in "\"'" else ""
+        parts.append(text[done:start] + quote + MASK + quote)
+        done = pos = end
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def _value_end(text: str, start: int, sep: str) -> int:
+    """Return where the field value starting at ``start`` ends.
+
+    A quoted value ends at its closing quote, a bracketed one at its matching
+    bracket (both at the end of the text when unclosed), a bare one as
+    ``_BARE_END`` says.
+    """
+    opener = text[start : start + 1]
+    if opener and opener in "\"'{[":
+        depth = 0
+        quote = ""
+        i = start
+        while i < len(text):
+            char = text[i]
+            if quote:
+                if char == "\\":
+                    i += 1
+                elif char == quote:
+                    quote = ""
+                    if depth == 0:
+                        return i + 1
+            elif char in "\"'":
+                quote = char
+            elif char in "{[":
+                depth += 1
+            elif char in "}]":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        return len(text)
+    end = _BARE_END[sep].search(text, start)
+    return end.start() if end else len(text)
 
 
 def scrub_url(url: str) -> str:
@@ -227,8 +296,9 @@ def is_secret_name(name: str) -> bool:
     """Tell whether a flag, setting, parameter or header name looks secret.
 
     See the rule above ``_SECRET_STEMS``: ``db_password``, ``dbpassword``,
-    ``accesstoken``, ``api-key`` and ``Authorization`` are secret;
-    ``max_tokens``, ``tokenizer`` and ``key_dim`` are not.
+    ``accesstoken``, ``api-key``, ``github_pat``, ``X-Amz-Signature`` and
+    ``Authorization`` are secret; ``max_tokens``, ``tokenizer``, ``key_dim``
+    and ``pattern`` are not.
     """
     words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
     if not words:

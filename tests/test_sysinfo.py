@@ -98,6 +98,59 @@ def test_scrub_argv(argv: list[str], expected: list[str]) -> None:
     assert scrub_argv(argv) == expected
 
 
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ('{"api_key": "sk-123", "lr": 0.1}', '{"api_key": "***", "lr": 0.1}'),
+        ("password: hunter2, lr: 0.1", "password: ***, lr: 0.1"),
+        ("lr: 0.1, password: a,b c, n: 2", "lr: 0.1, password: ***, n: 2"),
+        ("--set=db.password=x,lr=1", "--set=db.password=***,lr=1"),
+        ("lr=0.1 wandb.api_key=k seed=3", "lr=0.1 wandb.api_key=*** seed=3"),
+        (
+            '--config={"db": {"password": "p", "host": "h"}, "n": 1}',
+            '--config={"db": {"password": "***", "host": "h"}, "n": 1}',
+        ),
+        ("{'creds': {'user': 'u', 'x': 1}, 'n': 2}", "{'creds': ***, 'n': 2}"),
+        ('{"token": "a\\"b", "n": 2}', '{"token": "***", "n": 2}'),
+        ("{api_key: sk-1, lr: 0.1}", "{api_key: ***, lr: 0.1}"),
+        ("{lr: 0.1, secret: s}", "{lr: 0.1, secret: ***}"),
+        (
+            'Authorization: Digest username="u", response="r"',
+            "Authorization: ***",
+        ),
+        (
+            '{"max_tokens": 5, "tokenizer": "t5", "key_dim": 64, "author": "a"}',
+            '{"max_tokens": 5, "tokenizer": "t5", "key_dim": 64, "author": "a"}',
+        ),
+        ("device: cuda:0, lr: 0.1", "device: cuda:0, lr: 0.1"),
+    ],
+)
+def test_scrub_argv_masks_secret_fields_inside_an_argument(
+    arg: str, expected: str
+) -> None:
+    """Each secret-named field inside a JSON, YAML or key-value argument is masked."""
+    assert scrub_argv(["--opts", arg]) == ["--opts", expected]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--github-pat", "ghp_x", "--pat=p"], ["--github-pat", "***", "--pat=***"]),
+        (["--creds", "c", "--aws-cred=c"], ["--creds", "***", "--aws-cred=***"]),
+        (["--sig", "s", "--signature=s"], ["--sig", "***", "--signature=***"]),
+        (
+            ["--pattern", "a", "--patience", "3", "--sigma", "1", "--signature-dim=8"],
+            ["--pattern", "a", "--patience", "3", "--sigma", "1", "--signature-dim=8"],
+        ),
+    ],
+)
+def test_scrub_argv_masks_pat_creds_and_signature(
+    argv: list[str], expected: list[str]
+) -> None:
+    """pat, cred(s), sig and signature as a name's last word are secret names."""
+    assert scrub_argv(argv) == expected
+
+
 def test_scrub_argv_leaves_its_argument_alone() -> None:
     """Scrubbing returns a new list and does not modify sys.argv's copy."""
     argv = ["--token", "abc"]
@@ -128,6 +181,20 @@ def test_scrub_argv_leaves_its_argument_alone() -> None:
         ("https://:pw/x@host", "https://host"),
         ("http://[::1]:80/a@b", "http://[::1]:80/a@b"),
         ("see https://u:p/w@h/x and http://t@h2", "see https://h/x and http://h2"),
+        (
+            "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=A&X-Amz-Credential=AK%2F1"
+            "&X-Amz-Date=2&X-Amz-Security-Token=T&X-Amz-Signature=S",
+            "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=A&X-Amz-Credential=***"
+            "&X-Amz-Date=2&X-Amz-Security-Token=***&X-Amz-Signature=***",
+        ),
+        (
+            "https://a.blob.core.windows.net/c/b?sv=2022-11-02&se=2030&sp=r&sig=S%3D",
+            "https://a.blob.core.windows.net/c/b?sv=2022-11-02&se=2030&sp=r&sig=***",
+        ),
+        (
+            "https://storage.googleapis.com/b/o?X-Goog-Signature=S&Signature=T",
+            "https://storage.googleapis.com/b/o?X-Goog-Signature=***&Signature=***",
+        ),
         ("not a url", "not a url"),
     ],
 )
@@ -165,6 +232,13 @@ def test_scrub_url(url: str, expected: str) -> None:
         ("author", False),
         ("bypass", False),
         ("monkey", False),
+        ("github_pat", True),
+        ("pat", True),
+        ("creds", True),
+        ("sig", True),
+        ("X-Amz-Signature", True),
+        ("pattern", False),
+        ("sigma", False),
         ("", False),
     ],
 )
