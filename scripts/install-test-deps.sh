@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian machine for the test suite, check the style, run the tests.
+# Install everything the test suite needs on a fresh Debian machine.
 #
 # System packages: the real launchers the distributed tests start (OpenMPI, SLURM with
 # munge) and iproute2 for the loopback-only network namespace they run in. They are
@@ -24,6 +24,3 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 python -m pip install -q -e ".[test]"
-python -m ruff format --check .
-python -m ruff check .
-python -m pytest "$@"
